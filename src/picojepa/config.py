@@ -1,0 +1,246 @@
+"""One config object with named presets, stored inside every checkpoint.
+
+Any field can be overridden from YAML (``model: {embed_dim: 128}``) or from the command line
+(``--set model.embed_dim=128``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    img_size: int = 224
+    num_frames: int = 8
+    tubelet_size: int = 2  # frames per tubelet
+    patch_size: int = 16  # pixels per tubelet side
+    in_chans: int = 3
+    embed_dim: int = 192
+    depth: int = 8
+    num_heads: int = 8
+    mlp_ratio: float = 3.0
+    pos_embed: str = "sincos"  # sincos | learned
+    qkv_bias: bool = True
+    pred_embed_dim: int = 96
+    pred_depth: int = 4
+    pred_num_heads: int = 4
+
+
+@dataclass
+class MaskConfig:
+    type: str = "multiblock"  # multiblock | tube
+    ratio: float = 0.75  # fraction of spatial positions masked (the same in every time slice)
+    block_scale: tuple[float, float] = (0.10, 0.30)  # area of one block, as a fraction of the frame
+    block_aspect: tuple[float, float] = (0.75, 1.5)
+
+
+@dataclass
+class DataConfig:
+    frame_stride: int = 4  # take every k-th decoded frame
+    target_fps: float | None = None  # if set, the stride is chosen per video to reach this fps
+    cache_dir: str | None = None  # default: <out>/../.clip-cache or ~/.cache/picojepa
+    cache_max_frames: int = 64  # strided frames kept per video (a centred segment of longer videos)
+    cache_size: int | None = None  # side of the cached square frames; default img_size * 8 / 7
+    use_cache: bool = True
+    num_workers: int = 1
+    decoder: str = "auto"  # auto | pyav | torchcodec
+    min_scale: float = 0.3  # random resized crop area range
+    max_scale: float = 1.0
+    hflip: bool = True
+    max_bad_fraction: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    grad_clip: float = 1.0
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+    loss: str = "l1"  # l1 | smooth_l1 | l2
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of every epoch
+    compile: bool = False
+    device: str = "auto"
+
+
+@dataclass
+class Config:
+    preset: str = "pico"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        cfg = cls()
+        apply_overrides(cfg, d)
+        return cfg
+
+
+def _pico() -> Config:
+    return Config(preset="pico")
+
+
+def _pico_112() -> Config:
+    cfg = Config(preset="pico-112")
+    cfg.model.img_size = 112
+    return cfg
+
+
+def _tiny() -> Config:
+    cfg = Config(preset="tiny")
+    cfg.model = ModelConfig(
+        img_size=64, num_frames=8, tubelet_size=2, patch_size=16, embed_dim=64, depth=2, num_heads=4,
+        mlp_ratio=2.0, pred_embed_dim=32, pred_depth=1, pred_num_heads=2,
+    )
+    cfg.mask.block_scale = (0.15, 0.4)
+    cfg.data.frame_stride = 2
+    cfg.data.cache_max_frames = 32
+    cfg.train.epochs = 2
+    cfg.train.batch_size = 8
+    cfg.train.lr = 1e-3
+    cfg.train.log_every = 5
+    return cfg
+
+
+PRESETS = {"pico": _pico, "pico-112": _pico_112, "tiny": _tiny}
+
+
+def preset(name: str) -> Config:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def load_config(preset_name: str = "pico", yaml_path: str | Path | None = None,
+                overrides: list[str] | None = None) -> Config:
+    """Preset, then the YAML file's fields, then ``key=value`` overrides, in that order."""
+    cfg = preset(preset_name)
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of config sections")
+        if "preset" in data and data["preset"] != preset_name:
+            cfg = preset(data["preset"])
+        apply_overrides(cfg, {k: v for k, v in data.items() if k != "preset"})
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        set_field(cfg, key.strip(), yaml.safe_load(raw))
+    validate(cfg)
+    return cfg
+
+
+def apply_overrides(cfg: Config, d: dict[str, Any]) -> None:
+    for section, values in d.items():
+        if section == "preset":
+            cfg.preset = str(values)
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
+        for name, value in values.items():
+            set_field(cfg, f"{section}.{name}", value)
+
+
+def set_field(cfg: Config, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"config key {dotted!r} must be section.field, e.g. model.embed_dim")
+    section_name, name = parts
+    sections = {f.name for f in dataclasses.fields(cfg) if f.name != "preset"}
+    if section_name not in sections:
+        raise ConfigError(f"unknown config section {section_name!r}; sections: {', '.join(sorted(sections))}")
+    section = getattr(cfg, section_name)
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if name not in fields:
+        raise ConfigError(
+            f"unknown field {name!r} in section {section_name!r}; fields: {', '.join(sorted(fields))}"
+        )
+    setattr(section, name, _coerce(getattr(section, name), value, dotted))
+
+
+def _coerce(current: Any, value: Any, key: str) -> Any:
+    if value is None or current is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+            raise ConfigError(f"{key} must be a list of {len(current)} numbers, got {value!r}")
+        return tuple(float(v) for v in value)
+    try:
+        if isinstance(current, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a {type(current).__name__}, got {value!r}") from None
+    return type(current)(value) if isinstance(current, str) else value
+
+
+def validate(cfg: Config) -> None:
+    m = cfg.model
+    if m.img_size % m.patch_size:
+        raise ConfigError(f"model.img_size ({m.img_size}) must be a multiple of model.patch_size ({m.patch_size})")
+    if m.num_frames % m.tubelet_size:
+        raise ConfigError(
+            f"model.num_frames ({m.num_frames}) must be a multiple of model.tubelet_size ({m.tubelet_size})"
+        )
+    if m.embed_dim % m.num_heads or m.pred_embed_dim % m.pred_num_heads:
+        raise ConfigError("embedding widths must be divisible by their number of heads")
+    if m.pos_embed not in ("sincos", "learned"):
+        raise ConfigError(f"model.pos_embed must be sincos or learned, got {m.pos_embed!r}")
+    if cfg.mask.type not in ("multiblock", "tube"):
+        raise ConfigError(f"mask.type must be multiblock or tube, got {cfg.mask.type!r}")
+    if not 0.0 < cfg.mask.ratio < 1.0:
+        raise ConfigError(f"mask.ratio must be in (0, 1), got {cfg.mask.ratio}")
+    if cfg.train.loss not in ("l1", "smooth_l1", "l2"):
+        raise ConfigError(f"train.loss must be l1, smooth_l1 or l2, got {cfg.train.loss!r}")
+    if cfg.data.decoder not in ("auto", "pyav", "torchcodec"):
+        raise ConfigError(f"data.decoder must be auto, pyav or torchcodec, got {cfg.data.decoder!r}")
+    if cfg.data.frame_stride < 1:
+        raise ConfigError("data.frame_stride must be ≥ 1")
+    if cfg.data.cache_max_frames < m.num_frames:
+        raise ConfigError("data.cache_max_frames must be at least model.num_frames")
+    if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
+        raise ConfigError("train.batch_size and train.epochs must be ≥ 1")
+    if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
+        raise ConfigError("data.max_bad_fraction must be in [0, 1]")
+
+
+def cache_size(cfg: Config) -> int:
+    """Side of the cached square frames: a margin above the crop so random crops have room."""
+    if cfg.data.cache_size:
+        return cfg.data.cache_size
+    return int(round(cfg.model.img_size * 8 / 7 / 2) * 2)

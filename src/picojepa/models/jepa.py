@@ -1,0 +1,91 @@
+"""The JEPA training module: context encoder, predictor and the EMA target encoder."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .predictor import Predictor
+from .vit import VideoViT, gather_tokens
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    targets: torch.Tensor  # (B, M, D) layer-normalised target features, detached
+
+
+class JEPA(nn.Module):
+    def __init__(self, cfg: ModelConfig, loss: str = "l1") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.loss_name = loss
+        self.encoder = VideoViT(cfg)
+        self.predictor = Predictor(cfg, self.encoder.grid)
+        self.target_encoder = copy.deepcopy(self.encoder)
+        self.target_encoder.requires_grad_(False)
+        self.target_encoder.eval()
+
+    def train(self, mode: bool = True) -> JEPA:
+        super().train(mode)
+        self.target_encoder.eval()  # never dropout/noise in the target
+        return self
+
+    def forward(self, video: torch.Tensor, keep: torch.Tensor, target: torch.Tensor) -> StepOutput:
+        """video (B, C, T, H, W); keep (B, K) context and target (B, M) masked token indices."""
+        with torch.no_grad():
+            feats = self.target_encoder(video)
+            feats = F.layer_norm(feats, feats.shape[-1:])
+            targets = gather_tokens(feats, target)
+        context = self.encoder(video, keep)
+        pred = self.predictor(context, keep, target)
+        return StepOutput(jepa_loss(pred, targets, self.loss_name), targets)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """target ← momentum · target + (1 − momentum) · online, in one foreach call."""
+        online = list(self.encoder.parameters())
+        tgt = list(self.target_encoder.parameters())
+        torch._foreach_lerp_(tgt, online, 1.0 - momentum)
+
+
+def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    pred, target = pred.float(), target.float()
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target)
+    if kind == "l2":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def _transformer_flops(tokens: int, dim: int, depth: int, mlp_ratio: float) -> float:
+    linear = 2 * tokens * (4 + 2 * mlp_ratio) * dim * dim  # qkv, proj, two MLP layers
+    attention = 4 * tokens * tokens * dim  # QKᵀ and AV
+    return depth * (linear + attention)
+
+
+def train_flops_per_clip(cfg: ModelConfig, mask_ratio: float) -> float:
+    """Model FLOPs of one training step per clip (forward + 2× for backward where gradients flow)."""
+    grid_t, grid_h, grid_w = cfg.num_frames // cfg.tubelet_size, cfg.img_size // cfg.patch_size, \
+        cfg.img_size // cfg.patch_size
+    n = grid_t * grid_h * grid_w
+    spatial = grid_h * grid_w
+    keep = grid_t * (spatial - round(spatial * mask_ratio))
+    per_token_patch = 2 * cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2 * cfg.embed_dim
+    target = n * per_token_patch + _transformer_flops(n, cfg.embed_dim, cfg.depth, cfg.mlp_ratio)
+    context = 3 * (keep * per_token_patch + _transformer_flops(keep, cfg.embed_dim, cfg.depth, cfg.mlp_ratio))
+    predictor = 3 * _transformer_flops(n, cfg.pred_embed_dim, cfg.pred_depth, cfg.mlp_ratio)
+    return float(target + context + predictor)
+
+
+def encoder_flops_per_clip(cfg: ModelConfig) -> float:
+    n = (cfg.num_frames // cfg.tubelet_size) * (cfg.img_size // cfg.patch_size) ** 2
+    patch = 2 * n * cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2 * cfg.embed_dim
+    return float(patch + _transformer_flops(n, cfg.embed_dim, cfg.depth, cfg.mlp_ratio))

@@ -1,0 +1,322 @@
+"""JEPA pretraining loop: context encoder + predictor trained, target encoder follows by EMA."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data.dataset import TrainBatch, train_loader
+from ..data.prepare import PreparedData, prepare_videos, skipped_records
+from ..data.sources import VideoSet, load_videos
+from ..data.transforms import random_resized_crop_params, train_transform
+from ..errors import PicoJepaError
+from ..masks import MaskGenerator
+from ..models import JEPA, train_flops_per_clip
+from ..perf import peak_flops
+from ..progress import console, info, make_progress, warn
+from ..utils import resolve_device, write_json
+from . import checkpoint as ckpt
+from .diagnostics import effective_rank, feature_std
+from .schedules import cosine_increase, linear, warmup_cosine
+
+
+@dataclass
+class PretrainResult:
+    out: Path
+    steps: int
+    clips_seen: int  # clip-steps: the compute measure used to compare General and ensembles
+    final_loss: float
+    seconds: float
+    videos: int
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_optimizer(model: JEPA, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay only on ≥2-D weights (matrices, conv kernels), never on norms and biases."""
+    params = [p for p in list(model.encoder.parameters()) + list(model.predictor.parameters()) if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.train.weight_decay, "apply_wd": True},
+        {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
+    ]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.999), fused=fused or None,
+                             foreach=None if fused else True)
+
+
+class Schedules:
+    def __init__(self, cfg: Config, total_steps: int) -> None:
+        self.cfg, self.total = cfg, total_steps
+        self.warmup = int(round(cfg.train.warmup_fraction * total_steps))
+
+    def lr(self, step: int) -> float:
+        t = self.cfg.train
+        return warmup_cosine(step, self.total, t.lr, t.min_lr, self.warmup)
+
+    def weight_decay(self, step: int) -> float:
+        t = self.cfg.train
+        return cosine_increase(step, self.total, t.weight_decay, t.final_weight_decay)
+
+    def momentum(self, step: int) -> float:
+        t = self.cfg.train
+        return linear(step, self.total, t.ema_start, t.ema_end)
+
+
+def data_signature(prepared: PreparedData, cfg: Config) -> str:
+    h = hashlib.sha1()
+    for item in prepared.videos.items:
+        h.update(str(item.path.resolve()).encode())
+    h.update(json.dumps(cfg.to_dict()["data"], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Owns the model, optimizer and schedules; ``step`` runs one JEPA update on a batch."""
+
+    def __init__(self, cfg: Config, device: torch.device, total_steps: int) -> None:
+        self.cfg, self.device, self.total_steps = cfg, device, total_steps
+        torch.manual_seed(cfg.train.seed)
+        self.model = JEPA(cfg.model, cfg.train.loss).to(device)
+        self.optimizer = build_optimizer(self.model, cfg, device)
+        self.schedules = Schedules(cfg, total_steps)
+        self.masks = MaskGenerator(self.model.encoder.grid, cfg.mask)
+        self.amp_dtype = torch.bfloat16 if device.type == "cuda" else None  # bf16 is far slower on CPU
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if cfg.train.compile:
+            self.model.encoder.compile()
+            self.model.target_encoder.compile()
+            self.model.predictor.compile()
+
+    def augment(self, frames: torch.Tensor, step: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 11, step))
+        d = self.cfg.data
+        params = random_resized_crop_params(frames.shape[0], (d.min_scale, d.max_scale), (3 / 4, 4 / 3), d.hflip, gen)
+        return train_transform(frames, self.cfg.model.img_size, params, self.amp_dtype or torch.float32)
+
+    def step(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update. Returns the (device) loss and the target features for diagnostics."""
+        step = batch.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedules.lr(step)
+            if group["apply_wd"]:
+                group["weight_decay"] = self.schedules.weight_decay(step)
+        frames = batch.frames.to(self.device, non_blocking=True)
+        keep = batch.masks.keep.to(self.device, non_blocking=True)
+        target = batch.masks.target.to(self.device, non_blocking=True)
+        video = self.augment(frames, step)
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = self.model(video, keep, target)
+        out.loss.backward()
+        if self.cfg.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.update_target(self.schedules.momentum(step))
+        return out.loss.detach(), out.targets
+
+    def state(self, step: int, signature: str, skipped: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
+            "config": self.cfg.to_dict(), "rng": _rng_state(), "data_signature": signature, "skipped": skipped,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> int:
+        ckpt.load_state_strict(self.model, state["model"], ckpt.CHECKPOINT_FILE)
+        self.optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        return int(state["step"])
+
+
+def _seed_int(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if resume:
+        return
+    if (out / ckpt.CHECKPOINT_FILE).exists() or (out / ckpt.ENCODER_FILE).exists():
+        raise PicoJepaError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop metric rows logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if json.loads(r).get("step", 0) <= last_step]
+    path.write_text("".join(r + "\n" for r in kept))
+
+
+def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: bool = False,
+             progress: bool = True, max_steps: int | None = None,
+             cache_dir: str | Path | None = None) -> PretrainResult:
+    """Pretrain an encoder on the videos at ``data``; writes the run folder ``out``.
+
+    ``max_steps`` stops early (as an interruption would), leaving a checkpoint to ``--resume`` from.
+    """
+    out = Path(out)
+    _check_out_dir(out, resume)
+    meta = ckpt.read_run_config(out) if resume and (out / ckpt.CONFIG_FILE).exists() else None
+    if meta and meta.get("finished"):
+        info(f"{out} is already finished ({meta.get('steps')} steps); nothing to resume")
+        return _result_from_meta(out, meta)
+    if resume and not (out / ckpt.CHECKPOINT_FILE).exists():
+        raise PicoJepaError(f"--resume: {out} has no {ckpt.CHECKPOINT_FILE} to continue from")
+    out.mkdir(parents=True, exist_ok=True)
+
+    videos = data if isinstance(data, VideoSet) else load_videos(data)
+    prepared = prepare_videos(videos, cfg, progress=progress, cache_dir=cache_dir)
+    skipped = skipped_records(prepared.skipped, "scan")
+    write_json(out / "skipped.json", skipped)
+
+    device = resolve_device(cfg.train.device)
+    n = len(prepared.store)
+    batch_size = min(cfg.train.batch_size, n)
+    if batch_size < cfg.train.batch_size:
+        warn(f"only {n} usable videos: batch size lowered from {cfg.train.batch_size} to {batch_size}")
+    steps_per_epoch = n // batch_size
+    total_steps = cfg.train.epochs * steps_per_epoch
+    signature = data_signature(prepared, cfg)
+    trainer = Trainer(cfg, device, total_steps)
+
+    start_step = 0
+    if resume:
+        state = ckpt.load_checkpoint(out)
+        if state.get("data_signature") != signature:
+            raise PicoJepaError("--resume: the data or data settings differ from the interrupted run's")
+        if state.get("config", {}).get("model") != cfg.to_dict()["model"]:
+            raise PicoJepaError("--resume: the model config differs from the interrupted run's")
+        start_step = trainer.load_state(state)
+        skipped = state.get("skipped", skipped)
+        _trim_metrics(out / "metrics.jsonl", start_step)
+        info(f"resuming {out} at step {start_step}/{total_steps}")
+    else:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+
+    run_meta = {
+        "preset": cfg.preset, "data": str(videos.source), "videos": n, "batch_size": batch_size,
+        "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "finished": False,
+        "encoder_params": sum(p.numel() for p in trainer.model.encoder.parameters()),
+        "predictor_params": sum(p.numel() for p in trainer.model.predictor.parameters()),
+    }
+    ckpt.write_run_config(out, cfg, **run_meta)
+    stop_at = total_steps if max_steps is None else min(total_steps, start_step + max_steps)
+    loader = train_loader(prepared.store, cfg, trainer.masks, stop_at, start_step, batch_size,
+                          pin_memory=device.type == "cuda")
+    flops = train_flops_per_clip(cfg.model, cfg.mask.ratio)
+    peak = peak_flops(device)
+    t0 = time.perf_counter()
+    loss_value, step = float("nan"), start_step
+    try:
+        step, loss_value = _loop(trainer, loader, out, start_step, stop_at, total_steps, steps_per_epoch,
+                                 signature, skipped, flops, peak, progress)
+    except KeyboardInterrupt:
+        raise PicoJepaError(f"interrupted; the last checkpoint is in {out} — continue with --resume") from None
+    seconds = time.perf_counter() - t0
+    finished = step >= total_steps
+    if finished:
+        ckpt.save_encoder(trainer.model.target_encoder, out)
+    ckpt.save_checkpoint(trainer.state(step, signature, skipped), out)
+    write_json(out / "skipped.json", skipped)
+    clips = step * batch_size
+    ckpt.write_run_config(out, cfg, **{**run_meta, "finished": finished, "steps": step, "clips_seen": clips,
+                                       "final_loss": loss_value, "train_seconds": seconds})
+    return PretrainResult(out, step, clips, loss_value, seconds, n, skipped)
+
+
+def _result_from_meta(out: Path, meta: dict[str, Any]) -> PretrainResult:
+    skipped_path = out / "skipped.json"
+    skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else []
+    return PretrainResult(out, meta.get("steps", 0), meta.get("clips_seen", 0), meta.get("final_loss", float("nan")),
+                          meta.get("train_seconds", 0.0), meta.get("videos", 0), skipped)
+
+
+def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step: int, stop_at: int,
+          total_steps: int, steps_per_epoch: int, signature: str, skipped: list[dict[str, Any]],
+          flops: float, peak: float | None, progress: bool) -> tuple[int, float]:
+    cfg = trainer.cfg
+    log_every, ckpt_every = max(1, cfg.train.log_every), max(1, cfg.train.checkpoint_every)
+    seen_failures = {s["path"] for s in skipped}
+    loss_sum = torch.zeros((), device=trainer.device)
+    clips_since, steps_since, last_log = 0, 0, time.perf_counter()
+    loss_value, step = float("nan"), start_step
+    targets = torch.zeros(1, 1)
+    bar = make_progress("{task.fields[status]}")
+    task = bar.add_task("pretraining", total=total_steps, completed=start_step, status="")
+    metrics = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the whole loop
+    try:
+        with bar if progress else contextlib.nullcontext():
+            for batch in loader:
+                for path, reason in batch.failed:
+                    if path not in seen_failures:
+                        seen_failures.add(path)
+                        skipped.append({"path": path, "reason": reason, "line": None, "stage": "train"})
+                        warn(f"skipping {path}: {reason}")
+                if batch.frames.shape[0] > 0:
+                    loss, targets = trainer.step(batch)
+                    loss_sum += loss
+                    steps_since += 1
+                    clips_since += batch.frames.shape[0]
+                step = batch.step + 1
+                if step % log_every == 0 or step == stop_at:
+                    if trainer.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    now = time.perf_counter()
+                    loss_value = float(loss_sum) / max(steps_since, 1)
+                    rate = clips_since / max(now - last_log, 1e-9)
+                    row = {
+                        "step": step, "epoch": (step - 1) // steps_per_epoch, "loss": loss_value,
+                        "lr": trainer.schedules.lr(step - 1), "weight_decay": trainer.schedules.weight_decay(step - 1),
+                        "momentum": trainer.schedules.momentum(step - 1), "clips_per_s": rate,
+                        "tflops": rate * flops / 1e12, "target_std": feature_std(targets),
+                        "target_rank": effective_rank(targets), "time": time.time(),
+                    }
+                    if peak:
+                        row["mfu"] = rate * flops / peak
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    status = f"loss {loss_value:.4f} · {rate:.1f} clips/s · rank {row['target_rank']:.1f}"
+                    bar.update(task, completed=step, status=status)
+                    loss_sum.zero_()
+                    clips_since, steps_since, last_log = 0, 0, now
+                else:
+                    bar.update(task, completed=step)
+                if step % ckpt_every == 0 or step % steps_per_epoch == 0:
+                    trainer_state = trainer.state(step, signature, skipped)
+                    ckpt.save_checkpoint(trainer_state, out)
+    finally:
+        metrics.close()
+    if not progress:
+        console.print(f"pretraining: step {step}/{total_steps}, loss {loss_value:.4f}")
+    return step, loss_value
+
+
