@@ -15,7 +15,7 @@ torch.set_num_threads(2)
 def write_video(path: Path, frames: np.ndarray, fps: int = 12, codec: str = "libx264") -> Path:
     """Encode uint8 frames (T, H, W, 3) into a real video file (yuv420p needs even sizes for x264)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    T, H, W, _ = frames.shape
+    _, H, W, _ = frames.shape
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = W, H

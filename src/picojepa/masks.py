@@ -75,7 +75,6 @@ def multiblock_mask(grid_hw: tuple[int, int], ratio: float, scale: tuple[float, 
 
 def spatial_to_indices(spatial: np.ndarray, grid_t: int) -> tuple[np.ndarray, np.ndarray]:
     """(B, S) spatial masks → keep (B, K) and target (B, M) token indices over all time slices."""
-    batch, size = spatial.shape
     full = np.tile(spatial, (1, grid_t))  # (B, T'·S): time-major, the same mask in every slice
     order = np.argsort(full, axis=1, kind="stable")  # unmasked first, each part in ascending order
     n_keep = int((~full[0]).sum())

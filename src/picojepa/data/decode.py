@@ -144,7 +144,7 @@ def probe(path: str | Path, decode_first_frame: bool = True) -> VideoInfo:
         if not frames:
             duration = (float(stream.duration * stream.time_base) if stream.duration
                         else (container.duration or 0) / 1e6)
-            frames = int(round(duration * fps))
+            frames = round(duration * fps)
         width, height = stream.codec_context.width, stream.codec_context.height
         if decode_first_frame:
             try:

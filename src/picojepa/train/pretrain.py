@@ -60,7 +60,7 @@ def build_optimizer(model: JEPA, cfg: Config, device: torch.device) -> torch.opt
 class Schedules:
     def __init__(self, cfg: Config, total_steps: int) -> None:
         self.cfg, self.total = cfg, total_steps
-        self.warmup = int(round(cfg.train.warmup_fraction * total_steps))
+        self.warmup = round(cfg.train.warmup_fraction * total_steps)
 
     def lr(self, step: int) -> float:
         t = self.cfg.train

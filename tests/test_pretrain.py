@@ -1,0 +1,97 @@
+"""Pretraining end to end on tiny real mp4 files: outputs, loss, resume, skips, strict loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from picojepa import load_encoder
+from picojepa.config import load_config
+from picojepa.errors import CheckpointError, PicoJepaError
+from picojepa.train import pretrain
+
+
+def tiny(epochs: int = 2, **over: str):
+    extra = [f"{k}={v}" for k, v in over.items()]
+    return load_config("tiny", overrides=["data.num_workers=0", f"train.epochs={epochs}", "train.log_every=1",
+                                          "train.batch_size=4", *extra])
+
+
+def test_pretrain_writes_the_run_folder_and_loss_decreases(video_folder, tmp_path, cache_dir):
+    cfg = tiny(epochs=8, **{"train.lr": "0.002"})
+    result = pretrain(cfg, video_folder, tmp_path / "run", progress=False, cache_dir=cache_dir)
+    run = tmp_path / "run"
+    for name in ("encoder.safetensors", "config.json", "checkpoint.pt", "metrics.jsonl", "skipped.json"):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["finished"] and meta["config"]["preset"] == "tiny" and meta["steps"] == result.steps == 24
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 25))
+    assert {"loss", "lr", "momentum", "clips_per_s", "target_std", "target_rank"} <= set(rows[0])
+    first, last = sum(r["loss"] for r in rows[:3]) / 3, sum(r["loss"] for r in rows[-3:]) / 3
+    assert last < 0.8 * first, (first, last)
+    assert rows[-1]["momentum"] > rows[0]["momentum"]
+    encoder = load_encoder(run)
+    assert not encoder.training
+    saved = load_file(str(run / "encoder.safetensors"))
+    state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    # encoder.safetensors is the EMA target encoder, not the online one.
+    assert torch.equal(saved["blocks.0.attn.qkv.weight"], state["target_encoder.blocks.0.attn.qkv.weight"])
+    assert not torch.equal(saved["blocks.0.attn.qkv.weight"], state["encoder.blocks.0.attn.qkv.weight"])
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(video_folder, tmp_path, cache_dir):
+    cfg = tiny(epochs=2)
+    pretrain(cfg, video_folder, tmp_path / "full", progress=False, cache_dir=cache_dir)
+    partial = pretrain(cfg, video_folder, tmp_path / "cut", progress=False, cache_dir=cache_dir, max_steps=4)
+    assert partial.steps == 4 and not (tmp_path / "cut" / "encoder.safetensors").exists()
+    with pytest.raises(PicoJepaError, match="--resume"):
+        pretrain(cfg, video_folder, tmp_path / "cut", progress=False, cache_dir=cache_dir)
+    pretrain(cfg, video_folder, tmp_path / "cut", resume=True, progress=False, cache_dir=cache_dir)
+    a = load_file(str(tmp_path / "full" / "encoder.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "encoder.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    full_rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    cut_rows = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["loss"] for r in full_rows] == pytest.approx([json.loads(r)["loss"] for r in cut_rows],
+                                                                         abs=1e-5)
+
+
+def test_unusable_videos_are_skipped_and_listed(video_folder, tmp_path, cache_dir):
+    data = tmp_path / "data"
+    shutil.copytree(video_folder, data)
+    (data / "left" / "broken.mp4").write_text("garbage")
+    pretrain(tiny(epochs=1), data, tmp_path / "run", progress=False, cache_dir=cache_dir)
+    skipped = json.loads((tmp_path / "run" / "skipped.json").read_text())
+    assert [s["path"].endswith("broken.mp4") for s in skipped] == [True]
+    assert "not a video" in skipped[0]["reason"]
+
+
+def test_load_encoder_refuses_mismatched_checkpoints(video_folder, tmp_path, cache_dir):
+    run = tmp_path / "run"
+    pretrain(tiny(epochs=1), video_folder, run, progress=False, cache_dir=cache_dir)
+    meta = json.loads((run / "config.json").read_text())
+    meta["config"]["model"]["depth"] = 3
+    (run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_encoder(run)
+    meta["config"]["model"]["depth"] = 2
+    meta["config"]["model"]["embed_dim"] = 128
+    (run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_encoder(run)
+    meta["config"]["model"]["embed_dim"] = 64
+    (run / "config.json").write_text(json.dumps(meta))
+    tensors = load_file(str(run / "encoder.safetensors"))
+    tensors["extra.weight"] = torch.zeros(1)
+    save_file(tensors, str(run / "encoder.safetensors"))
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_encoder(run)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_encoder(tmp_path / "nowhere")
