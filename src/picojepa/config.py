@@ -50,6 +50,7 @@ class DataConfig:
     cache_max_frames: int = 64  # strided frames kept per video (a centred segment of longer videos)
     cache_size: int | None = None  # side of the cached square frames; default img_size * 8 / 7
     use_cache: bool = True
+    device_cache: str = "auto"  # auto | on | off: keep the whole clip cache in GPU memory when it fits
     num_workers: int = 1
     decoder: str = "auto"  # auto | pyav | torchcodec
     min_scale: float = 0.3  # random resized crop area range
@@ -229,6 +230,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.loss must be l1, smooth_l1 or l2, got {cfg.train.loss!r}")
     if cfg.data.decoder not in ("auto", "pyav", "torchcodec"):
         raise ConfigError(f"data.decoder must be auto, pyav or torchcodec, got {cfg.data.decoder!r}")
+    if cfg.data.device_cache not in ("auto", "on", "off"):
+        raise ConfigError(f"data.device_cache must be auto, on or off, got {cfg.data.device_cache!r}")
     if cfg.data.frame_stride < 1:
         raise ConfigError("data.frame_stride must be ≥ 1")
     if cfg.data.cache_max_frames < m.num_frames:

@@ -8,10 +8,12 @@ import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -54,6 +56,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -61,6 +65,8 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; asking for CUDA without one is a user error."""
+    import torch
+
     from .errors import PicoJepaError
 
     if device == "auto":

@@ -36,22 +36,31 @@ class JEPA(nn.Module):
         self.target_encoder.eval()  # never dropout/noise in the target
         return self
 
-    def forward(self, video: torch.Tensor, keep: torch.Tensor, target: torch.Tensor) -> StepOutput:
-        """video (B, C, T, H, W); keep (B, K) context and target (B, M) masked token indices."""
+    def forward(self, video: torch.Tensor, keep: torch.Tensor, target: torch.Tensor,
+                context_only: bool = True) -> StepOutput:
+        """video (B, C, T, H, W); keep (B, K) context and target (B, M) masked token indices.
+
+        ``context_only=False`` runs the context encoder on every token and gathers the visible ones
+        afterwards: it leaks masked content and exists only to measure what dropping tokens saves.
+        """
         with torch.no_grad():
             feats = self.target_encoder(video)
             feats = F.layer_norm(feats, feats.shape[-1:])
             targets = gather_tokens(feats, target)
-        context = self.encoder(video, keep)
+        context = self.encoder(video, keep) if context_only else gather_tokens(self.encoder(video), keep)
         pred = self.predictor(context, keep, target)
         return StepOutput(jepa_loss(pred, targets, self.loss_name), targets)
 
     @torch.no_grad()
-    def update_target(self, momentum: float) -> None:
-        """target ← momentum · target + (1 − momentum) · online, in one foreach call."""
+    def update_target(self, momentum: float, foreach: bool = True) -> None:
+        """target ← momentum · target + (1 − momentum) · online, in one foreach call by default."""
         online = list(self.encoder.parameters())
         tgt = list(self.target_encoder.parameters())
-        torch._foreach_lerp_(tgt, online, 1.0 - momentum)
+        if foreach:
+            torch._foreach_lerp_(tgt, online, 1.0 - momentum)
+        else:
+            for t, o in zip(tgt, online, strict=True):
+                t.lerp_(o, 1.0 - momentum)
 
 
 def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:

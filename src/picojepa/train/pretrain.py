@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import Config
 from ..data.dataset import TrainBatch, train_loader
+from ..data.device_bank import DeviceClipBank, bank_bytes, fits_on_device
 from ..data.prepare import PreparedData, prepare_videos, skipped_records
 from ..data.sources import VideoSet, load_videos
 from ..data.transforms import random_resized_crop_params, train_transform
@@ -43,7 +44,7 @@ class PretrainResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def build_optimizer(model: JEPA, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: JEPA, cfg: Config, device: torch.device, fused: bool | None = None) -> torch.optim.Optimizer:
     """AdamW; weight decay only on ≥2-D weights (matrices, conv kernels), never on norms and biases."""
     params = [p for p in list(model.encoder.parameters()) + list(model.predictor.parameters()) if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -52,7 +53,7 @@ def build_optimizer(model: JEPA, cfg: Config, device: torch.device) -> torch.opt
         {"params": decay, "weight_decay": cfg.train.weight_decay, "apply_wd": True},
         {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
     ]
-    fused = device.type == "cuda"
+    fused = device.type == "cuda" if fused is None else fused
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.999), fused=fused or None,
                              foreach=None if fused else True)
 
@@ -99,21 +100,28 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """Owns the model, optimizer and schedules; ``step`` runs one JEPA update on a batch."""
+    """Owns the model, optimizer and schedules; ``step`` runs one JEPA update on a batch.
 
-    def __init__(self, cfg: Config, device: torch.device, total_steps: int) -> None:
+    The keyword switches exist so benchmarks can turn each optimisation off in turn; their defaults
+    are the fast choices for the device.
+    """
+
+    def __init__(self, cfg: Config, device: torch.device, total_steps: int, *, amp: bool | None = None,
+                 fused_optimizer: bool | None = None, foreach_ema: bool = True, context_only: bool = True,
+                 compile_mode: str | None = None) -> None:
         self.cfg, self.device, self.total_steps = cfg, device, total_steps
         torch.manual_seed(cfg.train.seed)
         self.model = JEPA(cfg.model, cfg.train.loss).to(device)
-        self.optimizer = build_optimizer(self.model, cfg, device)
+        self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
         self.schedules = Schedules(cfg, total_steps)
         self.masks = MaskGenerator(self.model.encoder.grid, cfg.mask)
-        self.amp_dtype = torch.bfloat16 if device.type == "cuda" else None  # bf16 is far slower on CPU
+        amp = device.type == "cuda" if amp is None else amp  # bf16 autocast is far slower on CPU
+        self.amp_dtype = torch.bfloat16 if amp else None
+        self.foreach_ema, self.context_only = foreach_ema, context_only
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if cfg.train.compile:
-            self.model.encoder.compile()
-            self.model.target_encoder.compile()
-            self.model.predictor.compile()
+        if cfg.train.compile or compile_mode:
+            for module in (self.model.encoder, self.model.target_encoder, self.model.predictor):
+                module.compile(mode=compile_mode)
 
     def augment(self, frames: torch.Tensor, step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 11, step))
@@ -134,13 +142,13 @@ class Trainer:
         video = self.augment(frames, step)
         self.model.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.model(video, keep, target)
+            out = self.model(video, keep, target, context_only=self.context_only)
         out.loss.backward()
         if self.cfg.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.model.update_target(self.schedules.momentum(step))
+        self.model.update_target(self.schedules.momentum(step), foreach=self.foreach_ema)
         return out.loss.detach(), out.targets
 
     def state(self, step: int, signature: str, skipped: list[dict[str, Any]]) -> dict[str, Any]:
@@ -230,8 +238,7 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     }
     ckpt.write_run_config(out, cfg, **run_meta)
     stop_at = total_steps if max_steps is None else min(total_steps, start_step + max_steps)
-    loader = train_loader(prepared.store, cfg, trainer.masks, stop_at, start_step, batch_size,
-                          pin_memory=device.type == "cuda")
+    loader = _batches(prepared, cfg, trainer, device, stop_at, start_step, batch_size)
     flops = train_flops_per_clip(cfg.model, cfg.mask.ratio)
     peak = peak_flops(device)
     t0 = time.perf_counter()
@@ -251,6 +258,20 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     ckpt.write_run_config(out, cfg, **{**run_meta, "finished": finished, "steps": step, "clips_seen": clips,
                                        "final_loss": loss_value, "train_seconds": seconds})
     return PretrainResult(out, step, clips, loss_value, seconds, n, skipped)
+
+
+def _batches(prepared: PreparedData, cfg: Config, trainer: Trainer, device: torch.device, stop_at: int,
+             start_step: int, batch_size: int) -> Iterator[TrainBatch]:
+    """GPU-resident clip bank when asked for or when it fits; else DataLoader workers + pinned memory."""
+    mode = cfg.data.device_cache
+    use_bank = cfg.data.use_cache and device.type == "cuda" and (
+        mode == "on" or (mode == "auto" and fits_on_device(prepared.store, device)))
+    if use_bank:
+        info(f"clip cache on the GPU ({bank_bytes(prepared.store) / 2**30:.2f} GiB)")
+        bank = DeviceClipBank(prepared.store, device, cfg.model.num_frames, cfg.train.seed)
+        return bank.batches(trainer.masks, batch_size, stop_at, start_step)
+    return iter(train_loader(prepared.store, cfg, trainer.masks, stop_at, start_step, batch_size,
+                             pin_memory=device.type == "cuda"))
 
 
 def _result_from_meta(out: Path, meta: dict[str, Any]) -> PretrainResult:
