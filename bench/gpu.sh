@@ -4,7 +4,7 @@
 set -u
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
-export PYTHONPATH=src PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 $PY -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/device.txt"

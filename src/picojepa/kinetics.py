@@ -327,6 +327,40 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]])
     atomic_write(path, write)
 
 
+def _available_classes(
+    rows: Sequence[_Annotation] | None, split_dir: Path, annotations: str | Path | None, split: str
+) -> list[str]:
+    """Class names offered by the annotations (for this split) or, without them, by the class folders."""
+    if rows is not None:
+        available = sorted({row.label for row in rows if row.label}, key=_alphabetical_key)
+        if not available:
+            raise DataError(f"{annotations} has no rows for split {split!r}")
+        return available
+    available = sorted((p.name for p in _class_folders(split_dir).values()), key=_alphabetical_key)
+    if not available:
+        raise DataError(f"{split_dir} holds no class folders; expected {split_dir}/<label>/<video>.mp4")
+    return available
+
+
+def _sort_candidates(
+    candidates: Iterable[_Candidate], report: KineticsSubsetReport, root: Path, check_decodable: bool
+) -> dict[str, list[Path]]:
+    """Usable videos per class; missing and unreadable ones are recorded in ``report`` instead."""
+    usable: dict[str, list[Path]] = {name: [] for name in report.counts}
+    for item in candidates:
+        shown = _relative(item.path, root)
+        if not item.exists:
+            report.missing[item.label].append(shown)
+            continue
+        reason = _unreadable_reason(item.path, check_decodable)
+        if reason is not None:
+            report.unreadable[item.label].append({"path": shown, "reason": reason})
+            continue
+        usable[item.label].append(item.path)
+        report.counts[item.label] += 1
+    return usable
+
+
 def build_kinetics_subsets(
     root: str | Path,
     out: str | Path,
@@ -346,15 +380,7 @@ def build_kinetics_subsets(
     root, out = Path(root), Path(out)
     split_dir = _split_dir(root, split)
     rows = _read_annotations(Path(annotations), split) if annotations is not None else None
-    if rows is not None:
-        available = sorted({row.label for row in rows if row.label}, key=_alphabetical_key)
-        if not available:
-            raise DataError(f"{annotations} has no rows for split {split!r}")
-    else:
-        available = sorted((p.name for p in _class_folders(split_dir).values()), key=_alphabetical_key)
-        if not available:
-            raise DataError(f"{split_dir} holds no class folders; expected {split_dir}/<label>/<video>.mp4")
-
+    available = _available_classes(rows, split_dir, annotations, split)
     pretrain, labelled = _choose_classes(available, num_pretrain_classes, num_labelled_classes, labelled_classes)
     chosen = _ordered_union(pretrain, labelled)
     if rows is not None:
@@ -376,28 +402,15 @@ def build_kinetics_subsets(
         labelled_csv=str(out / LABELLED_CSV),
         report_json=str(out / REPORT_JSON),
     )
-    usable: dict[str, list[Path]] = {name: [] for name in chosen}
-    for item in candidates:
-        shown = _relative(item.path, root)
-        if not item.exists:
-            report.missing[item.label].append(shown)
-            continue
-        reason = _unreadable_reason(item.path, check_decodable)
-        if reason is not None:
-            report.unreadable[item.label].append({"path": shown, "reason": reason})
-            continue
-        usable[item.label].append(item.path)
-        report.counts[item.label] += 1
-
+    usable = _sort_candidates(candidates, report, root, check_decodable)
     pretrain_rows = [[_relative(path, out)] for name in pretrain for path in usable[name]]
     labelled_rows = [[_relative(path, out), name] for name in labelled for path in usable[name]]
     report.num_pretrain_videos, report.num_labelled_videos = len(pretrain_rows), len(labelled_rows)
 
     out.mkdir(parents=True, exist_ok=True)
     totals = {"num_missing": report.num_missing, "num_unreadable": report.num_unreadable}
-    write_json(
-        out / REPORT_JSON, {**asdict(report), **totals, "annotations": str(annotations) if annotations else None}
-    )
+    annotations_path = str(annotations) if annotations is not None else None
+    write_json(out / REPORT_JSON, {**asdict(report), **totals, "annotations": annotations_path})
     if not pretrain_rows or not labelled_rows:
         raise DataError(
             f"no usable videos for the {'pretraining' if not pretrain_rows else 'labelled'} classes in "

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
 from .errors import DataError
+from .utils import atomic_write, write_json, write_text
 
 GENERATOR_VERSION = "picojepa-synth-1"
 
@@ -488,15 +490,11 @@ def render_video(
 
 def pick_codec() -> str:
     """H.264 when the bundled FFmpeg has libx264, else MPEG-4 part 2 (always built in)."""
-    import av
-
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
 def encode_video(frames: np.ndarray, path: str | Path, fps: int, codec: str) -> None:
     """Write (T, H, W, 3) uint8 RGB frames as a yuv420p mp4, single-threaded so bytes are deterministic."""
-    import av
-
     height, width = frames.shape[1:3]
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
@@ -527,18 +525,20 @@ class _VideoJob:
 
 
 def _make_video(job: _VideoJob) -> str:
-    from .utils import atomic_write
-
     rng = np.random.default_rng([job.seed, job.class_index, job.video_index])
     clip = render_video(job.class_name, rng, job.size, job.frames, job.difficulty)
     atomic_write(job.path, lambda tmp: encode_video(clip, tmp, job.fps, job.codec))
     return job.path
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _validate_render_args(size: int, frames: int, difficulty: str) -> None:
-    if not isinstance(size, int) or size < 16 or size % 2:
+    if not _is_int(size) or size < 16 or size % 2:
         raise ValueError(f"size must be an even integer >= 16 (yuv420p needs even sides), got {size!r}")
-    if not isinstance(frames, int) or frames < 4:
+    if not _is_int(frames) or frames < 4:
         raise ValueError(f"frames must be an integer >= 4, got {frames!r}")
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
@@ -548,7 +548,7 @@ def resolve_classes(classes: int | Sequence[str]) -> list[str]:
     """A count picks the first K of CLASS_NAMES; names are checked against CLASS_NAMES."""
     if isinstance(classes, bool):
         raise DataError(f"classes must be a count or a list of class names, got {classes!r}")
-    if isinstance(classes, int):
+    if _is_int(classes):
         if not 1 <= classes <= len(CLASS_NAMES):
             raise DataError(f"classes must be between 1 and {len(CLASS_NAMES)}, got {classes}")
         return list(CLASS_NAMES[:classes])
@@ -564,15 +564,17 @@ def resolve_classes(classes: int | Sequence[str]) -> list[str]:
     return names
 
 
-def _validate_args(videos_per_class: int, size: int, frames: int, fps: int, difficulty: str) -> None:
+def _validate_args(videos_per_class: int, size: int, frames: int, fps: int, seed: int, difficulty: str) -> None:
     try:
         _validate_render_args(size, frames, difficulty)
     except ValueError as err:
         raise DataError(str(err)) from None
-    if not isinstance(videos_per_class, int) or videos_per_class < 1:
+    if not _is_int(videos_per_class) or videos_per_class < 1:
         raise DataError(f"videos_per_class must be a positive integer, got {videos_per_class!r}")
-    if not isinstance(fps, int) or fps < 1:
+    if not _is_int(fps) or fps < 1:
         raise DataError(f"fps must be a positive integer, got {fps!r}")
+    if not _is_int(seed) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def _video_relpath(class_name: str, index: int) -> str:
@@ -685,36 +687,32 @@ def generate_dataset(
     that already holds the same dataset is reused (missing videos of an interrupted run are filled in);
     a folder with different settings is an error unless ``overwrite``.
     """
-    from .utils import write_json, write_text
-
     class_names = resolve_classes(classes)
-    _validate_args(videos_per_class, size, frames, fps, difficulty)
+    _validate_args(videos_per_class, size, frames, fps, seed, difficulty)
     out = Path(out)
     params = {
         "classes": class_names,
-        "videos_per_class": videos_per_class,
-        "size": size,
-        "frames": frames,
-        "fps": fps,
+        "videos_per_class": int(videos_per_class),
+        "size": int(size),
+        "frames": int(frames),
+        "fps": int(fps),
         "seed": int(seed),
         "difficulty": difficulty,
     }
     entries = [
-        {"path": _video_relpath(name, idx), "label": name} for name in class_names for idx in range(videos_per_class)
+        {"path": _video_relpath(name, i), "label": name} for name in class_names for i in range(videos_per_class)
     ]
-    relpaths = [entry["path"] for entry in entries]
 
     existing = _check_reusable(out, params, overwrite)
-    todo = _files_complete(out, relpaths) if out.exists() else relpaths
+    todo = set(_files_complete(out, [entry["path"] for entry in entries]))
     if existing is not None and existing.get("complete") and not todo:
         return out
 
-    codec = existing["codec"] if existing is not None else pick_codec()
     meta = {
         "generator": "picojepa.synth",
         "generator_version": GENERATOR_VERSION,
         "params": params,
-        "codec": codec,
+        "codec": existing["codec"] if existing is not None else pick_codec(),
         "pix_fmt": "yuv420p",
         "num_videos": len(entries),
         "complete": False,
@@ -728,23 +726,21 @@ def generate_dataset(
     for name in class_names:
         (out / name).mkdir(exist_ok=True)
 
-    todo_set = set(todo)
     jobs = [
         _VideoJob(
-            class_name=name,
-            class_index=CLASS_NAMES.index(name),
-            video_index=idx,
-            path=str(out / _video_relpath(name, idx)),
-            seed=int(seed),
-            size=size,
-            frames=frames,
-            fps=fps,
+            class_name=entry["label"],
+            class_index=CLASS_NAMES.index(entry["label"]),
+            video_index=index % params["videos_per_class"],
+            path=str(out / entry["path"]),
+            seed=params["seed"],
+            size=params["size"],
+            frames=params["frames"],
+            fps=params["fps"],
             difficulty=difficulty,
-            codec=codec,
+            codec=meta["codec"],
         )
-        for name in class_names
-        for idx in range(videos_per_class)
-        if _video_relpath(name, idx) in todo_set
+        for index, entry in enumerate(entries)
+        if entry["path"] in todo
     ]
     _run_jobs(jobs, workers or os.cpu_count() or 1, _progress_printer(len(jobs), progress))
 
