@@ -17,6 +17,18 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data and build manifests.")
 app.add_typer(data_app, name="data")
 
+
+def _mount_viz() -> None:
+    from .viz.cli import viz_app
+
+    app.add_typer(viz_app, name="viz", help="Pictures: mask views, t-SNE maps, training curves.")
+
+
+try:
+    _mount_viz()
+except ImportError:  # the viz package is being written; the other commands work without it
+    pass
+
 # Shared option types -------------------------------------------------------------------------
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Named config: pico (224 px), pico-112, tiny.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file with config sections.")]
