@@ -1,0 +1,100 @@
+"""``picojepa demo``: the published 10/4-class experiment on the embedded synthetic benchmark.
+
+A 10-class unlabelled pool for pretraining and a separate 4-class labelled set (different videos),
+then General vs 4 Partials vs every aggregation in the ``shared`` and the ``independent`` protocol.
+The General encoder is the same in both protocols (same data, config and seed), so it is pretrained
+once and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .experiment import ExperimentSettings, run_experiment
+from .progress import info
+from .report import format_terminal_tables
+from .synth import generate_dataset
+from .utils import write_text
+
+LABELLED_CLASSES = ("move_left", "move_right", "rotate_cw", "rotate_ccw")
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    preset: str
+    size: int
+    frames: int
+    fps: int
+    pool_per_class: int
+    labelled_per_class: int
+    epochs: int
+    difficulty: str = "medium"
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+    probe_epochs: int = 60
+
+
+FULL = DemoPlan(preset="pico-112", size=128, frames=32, fps=16, pool_per_class=30, labelled_per_class=50,
+                epochs=8, overrides=("data.frame_stride=2", "data.num_workers=0", "train.batch_size=16",
+                                     "train.lr=1e-3"))
+QUICK = DemoPlan(preset="tiny", size=64, frames=24, fps=12, pool_per_class=8, labelled_per_class=14, epochs=4,
+                 overrides=("data.num_workers=0",), probe_epochs=40)
+
+
+def run_demo(out: str | Path = "picojepa-demo", quick: bool = False, device: str = "auto",
+             progress: bool = True) -> dict[str, dict]:
+    t0 = time.perf_counter()
+    out = Path(out)
+    plan = QUICK if quick else FULL
+    data = out / "data"
+    info(f"demo ({'quick' if quick else 'full'}): generating or reusing the synthetic benchmark in {data}")
+    pool = generate_dataset(data / "pool-10-classes", classes=10, videos_per_class=plan.pool_per_class,
+                            size=plan.size, frames=plan.frames, fps=plan.fps, seed=1, difficulty=plan.difficulty,
+                            progress=progress)
+    labelled = generate_dataset(data / "labelled-4-classes", classes=list(LABELLED_CLASSES),
+                                videos_per_class=plan.labelled_per_class, size=plan.size, frames=plan.frames,
+                                fps=plan.fps, seed=2, difficulty=plan.difficulty, progress=progress)
+    reports = {}
+    for mode in ("shared", "independent"):
+        info(f"— {mode} protocol —")
+        settings = ExperimentSettings(
+            data=str(labelled), pretrain_data=str(pool), preset=plan.preset,
+            overrides=[*plan.overrides, f"train.epochs={plan.epochs}"], members=4, mode=mode, seed=0,
+            device=device, probe_epochs=plan.probe_epochs)
+        result = run_experiment(settings, out / mode, cache_dir=out / "cache", progress=progress,
+                                encoders_dir=out / "encoders", quiet_tables=True)
+        reports[mode] = result.report
+    seconds = time.perf_counter() - t0
+    summary = _summary(reports, plan, seconds, quick)
+    write_text(out / "summary.md", summary)
+    print(summary)
+    return reports
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def _summary(reports: dict[str, dict], plan: DemoPlan, seconds: float, quick: bool) -> str:
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# pico-JEPA demo ({'quick' if quick else 'full'})", "",
+             f"{date} · {machine_description()} · wall time {seconds / 60:.1f} min", "",
+             f"Preset `{plan.preset}` pretrained {plan.epochs} epochs; pool: 10 classes × {plan.pool_per_class} "
+             f"videos; labelled: {', '.join(LABELLED_CLASSES)} × {plan.labelled_per_class} videos "
+             f"({plan.size} px, {plan.frames} frames).", ""]
+    for mode, report in reports.items():
+        compute = report.get("ensemble_compute", {})
+        lines += [f"## {mode} protocol", "", "```", format_terminal_tables(report).rstrip(), "```", "",
+                  f"Pretraining compute (clip-steps): General {compute.get('general_clip_steps')}, "
+                  f"ensemble {compute.get('ensemble_clip_steps')} — {compute.get('note', '')}.", "",
+                  f"Full report: `{mode}/report.md` (figures in `{mode}/figures/`).", ""]
+    return "\n".join(lines) + "\n" + "<!-- " + json.dumps({"seconds": round(seconds, 1)}) + " -->\n"

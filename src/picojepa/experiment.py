@@ -1,0 +1,417 @@
+"""The published experiment, done right: General vs N Partials vs their aggregations.
+
+Stages (each reused when the out folder already holds it): split the labelled videos once
+(``splits.json``), pretrain the encoder(s), cache frozen features, train the heads (selection on
+validation only), aggregate (weights/stacking fitted on validation only), score on test, report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classifier import (
+    ProbeConfig,
+    TrainedHead,
+    VideoClassifier,
+    file_sha256,
+    head_probabilities,
+    save_classifier,
+    train_head,
+)
+from .config import Config, load_config
+from .data.prepare import PreparedData, prepare_videos
+from .data.sources import VideoItem, VideoSet, load_videos
+from .ensemble import METHODS, Ensemble, best_single_member, hard_vote
+from .errors import ConfigError, DataError, PicoJepaError
+from .features import Features, extract_features
+from .heads import HEAD_TYPES, uses_pooled_features
+from .progress import info, warn
+from .report import ReportInputs, build_report, format_terminal_tables, write_report
+from .splits import load_splits, save_splits, stratified_shards, stratified_split
+from .train import load_encoder, pretrain
+from .train.checkpoint import ENCODER_FILE
+from .utils import resolve_device, write_json
+
+MODES = ("shared", "independent")
+
+
+@dataclass
+class ExperimentSettings:
+    data: str
+    pretrain_data: str | None = None
+    preset: str = "pico-112"
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    members: int = 4
+    mode: str = "shared"
+    heterogeneous: bool = False
+    seed: int = 0
+    device: str = "auto"
+    head: str = "linear"
+    probe_epochs: int = 60
+    num_clips: int = 4
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    bootstrap: int = 2000
+    allow_eval_in_pretrain: bool = False
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.members < 2:
+            raise ConfigError("--members must be at least 2 (an ensemble of one is a single model)")
+        if self.head not in HEAD_TYPES:
+            raise ConfigError(f"--head must be one of {', '.join(HEAD_TYPES)}, got {self.head!r}")
+        if self.bootstrap < 2000:
+            raise ConfigError("--bootstrap must be at least 2000 resamples")
+
+
+@dataclass
+class Member:
+    name: str  # general | partial_i
+    encoder: str  # run folder name under encoders/
+    head: str
+    seed: int
+
+
+# ------------------------------------------------------------------------------------ planning
+def _round_width(width: float, heads: int) -> int:
+    step = 2 * heads
+    return max(step, round(width / step) * step)
+
+
+def encoder_configs(settings: ExperimentSettings, base: Config) -> dict[str, Config]:
+    """Pretraining configs by encoder name. Heterogeneous independent members vary width, depth and
+    mask ratio; every partial encoder gets its own seed."""
+    if settings.mode == "shared":
+        return {"general": base}
+    configs = {"general": base}
+    widths, depth_cuts, ratios = (1.0, 0.75, 1.0, 0.5), (0, 0, 0.25, 0), (0.75, 0.85, 0.65, 0.9)
+    for i in range(settings.members):
+        cfg = Config.from_dict(base.to_dict())
+        cfg.train.seed = settings.seed + 1 + i
+        if settings.heterogeneous:
+            m = cfg.model
+            m.embed_dim = _round_width(base.model.embed_dim * widths[i % 4], m.num_heads)
+            m.depth = max(1, base.model.depth - round(base.model.depth * depth_cuts[i % 4]))
+            cfg.mask.ratio = ratios[i % 4]
+        configs[f"partial_{i + 1}"] = cfg
+    return configs
+
+
+def plan_members(settings: ExperimentSettings) -> list[Member]:
+    heads = [settings.head]
+    if settings.heterogeneous:  # cycle through the head types, starting with the chosen one
+        start = HEAD_TYPES.index(settings.head)
+        heads = [HEAD_TYPES[(start + i) % len(HEAD_TYPES)] for i in range(len(HEAD_TYPES))]
+    members = [Member("general", "general", settings.head, settings.seed)]
+    for i in range(settings.members):
+        encoder = "general" if settings.mode == "shared" else f"partial_{i + 1}"
+        seed = settings.seed + 1 + i if settings.heterogeneous or settings.mode == "independent" else settings.seed
+        members.append(Member(f"partial_{i + 1}", encoder, heads[i % len(heads)], seed))
+    return members
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclass
+class LabelledData:
+    prepared: PreparedData
+    paths: list[str]  # usable labelled videos, in store order
+    labels: np.ndarray
+    class_names: list[str]
+    split_idx: dict[str, np.ndarray]
+    shard_idx: list[np.ndarray]
+
+
+def _make_splits(settings: ExperimentSettings, prepared: PreparedData, out: Path) -> LabelledData:
+    videos = prepared.videos
+    paths = [str(item.path) for item in videos.items]
+    labels = np.asarray(videos.labels)
+    class_names = list(videos.class_names or [])
+    splits_path = out / "splits.json"
+    position = {p: i for i, p in enumerate(paths)}
+    if splits_path.exists():
+        saved = load_splits(splits_path)
+        listed = [v for part in saved.splits.values() for v in part]
+        if saved.classes != class_names or sorted(listed) != sorted(paths):
+            raise PicoJepaError(f"{splits_path} was made from other videos or classes than {settings.data} now "
+                                f"holds; use a new --out (the split must never change within an experiment)")
+        split_idx = {k: np.asarray(sorted(position[v] for v in saved.splits[k]), dtype=int) for k in saved.splits}
+        shards = [np.asarray(sorted(position[v] for v in s), dtype=int) for s in (saved.shards or [])]
+        if len(shards) != settings.members:
+            raise PicoJepaError(f"{splits_path} has {len(shards)} shards but --members is {settings.members}; "
+                                f"use a new --out")
+        info(f"reusing {splits_path}")
+    else:
+        split_idx = stratified_split(labels, settings.fractions, seed=settings.seed, class_names=class_names)
+        shards = stratified_shards(split_idx["train"], labels, settings.members, seed=settings.seed,
+                                   class_names=class_names)
+        save_splits(splits_path, paths, labels, class_names, split_idx, shards=shards, seed=settings.seed)
+    return LabelledData(prepared, paths, labels, class_names, split_idx, shards)
+
+
+def pretraining_pool(settings: ExperimentSettings, data: LabelledData) -> tuple[VideoSet, dict[str, Any]]:
+    """Unlabelled pretraining videos; validation and test videos are removed unless explicitly allowed."""
+    held_out = {str(Path(data.paths[i]).resolve()) for k in ("val", "test") for i in data.split_idx[k]}
+    if settings.pretrain_data is None:
+        items = [VideoItem(Path(data.paths[i])) for i in data.split_idx["train"]]
+        return VideoSet(items, None, f"{settings.data} (train split)"), {"source": "train split", "videos": len(items)}
+    pool = load_videos(settings.pretrain_data)
+    kept = [it for it in pool.items if settings.allow_eval_in_pretrain or str(it.path.resolve()) not in held_out]
+    removed = len(pool.items) - len(kept)
+    if removed:
+        info(f"removed {removed} validation/test video(s) from the pretraining pool {settings.pretrain_data}")
+    meta = {"source": settings.pretrain_data, "videos": len(kept), "removed_val_test": removed,
+            "eval_videos_allowed": settings.allow_eval_in_pretrain}
+    return VideoSet(kept, pool.class_names, pool.source, pool.problems), meta
+
+
+def pool_shards(pool: VideoSet, n: int, seed: int) -> list[VideoSet]:
+    """Disjoint shards of the pretraining pool: class-stratified when it has labels, else random."""
+    if pool.labelled and len(pool.items) >= n:
+        labels = np.asarray(pool.labels)
+        parts = stratified_shards(np.arange(len(labels)), labels, n, seed=seed, class_names=pool.class_names)
+    else:
+        order = np.random.default_rng(seed).permutation(len(pool.items))
+        parts = np.array_split(order, n)
+    if any(len(p) == 0 for p in parts):
+        raise DataError(f"the pretraining pool has {len(pool.items)} videos: too few for {n} shards")
+    return [VideoSet([pool.items[i] for i in sorted(p)], pool.class_names, f"{pool.source} (shard {k + 1}/{n})",
+                     pool.problems if k == 0 else [])
+            for k, p in enumerate(parts)]
+
+
+# ------------------------------------------------------------------------------------ stages
+def _pretrain_key(cfg: Config) -> dict[str, Any]:
+    d = cfg.to_dict()
+    t = d["train"]
+    return {"model": d["model"], "mask": d["mask"], "train": {k: t[k] for k in ("epochs", "batch_size", "lr", "seed",
+                                                                               "loss", "weight_decay")}}
+
+
+def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, cache_dir: Path | None) -> dict:
+    """Pretrain (or resume, or reuse) one encoder; returns its facts for the report."""
+    meta_path = run_dir / "config.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if _pretrain_key(Config.from_dict(meta["config"])) != _pretrain_key(cfg):
+            raise PicoJepaError(f"{run_dir} was pretrained with other settings; use a new --out or delete it")
+    resume = (run_dir / "checkpoint.pt").exists()
+    info(f"{'reusing' if resume else 'pretraining'} encoder {run_dir.name} ({len(pool.items)} videos)")
+    result = pretrain(cfg, pool, run_dir, resume=resume, progress=progress, cache_dir=cache_dir)
+    return {"run_dir": str(run_dir), "clip_steps": result.clips_seen, "steps": result.steps,
+            "videos": result.videos, "seconds": round(result.seconds, 1), "skipped": len(result.skipped),
+            "params": sum(p.numel() for p in load_encoder(run_dir).parameters())}
+
+
+def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int, tokens: bool,
+              cache_dir: Path | None, out: Path, device: Any, progress: bool) -> Features:
+    """Frozen features of every labelled video, cached under out/features keyed by the encoder's checksum."""
+    from .data.cache import ClipCache
+    from .data.dataset import FrameStore, cache_settings
+
+    key = hashlib.sha1(json.dumps([file_sha256(encoder_dir / ENCODER_FILE), num_clips, tokens, data.paths,
+                                   cfg.to_dict()["data"]], default=str).encode()).hexdigest()[:16]
+    path = out / "features" / f"{encoder_dir.name}-{key}.npz"
+    if path.exists():
+        z = np.load(path)
+        return Features(z["pooled"], z["tokens"] if "tokens" in z.files else None, z["ok"])
+    settings = cache_settings(cfg)
+    store = data.prepared.store
+    if store.settings != settings:  # another sampling/size setting than the base one: cache for it too
+        cache = ClipCache(cache_dir or cfg.data.cache_dir, settings) if cfg.data.use_cache else None
+        if cache is not None:
+            cache.build([Path(p) for p in data.paths], progress=progress)
+        store = FrameStore([Path(p) for p in data.paths], settings, cache)
+    encoder = load_encoder(encoder_dir, device)
+    feats = extract_features(encoder, store, num_clips, keep_tokens=tokens, progress=progress,
+                             description=f"features ({encoder_dir.name})")
+    if not feats.ok.all():
+        bad = "; ".join(f"{data.paths[i]}: {r}" for i, r in feats.failed[:5])
+        raise DataError(f"{len(feats.failed)} labelled video(s) failed to decode during feature extraction: {bad}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"pooled": feats.pooled, "ok": feats.ok} | ({"tokens": feats.tokens} if tokens else {})
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return feats
+
+
+@dataclass
+class ExperimentResult:
+    report: dict[str, Any]
+    out: Path
+    seconds: float
+
+
+def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str | Path | None = None,
+                   progress: bool = True, encoders_dir: str | Path | None = None,
+                   figures: bool = True, quiet_tables: bool = False) -> ExperimentResult:
+    """Run (or resume) the whole experiment into ``out``; returns the report dict."""
+    settings.validate()
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir else None
+    encoders_root = Path(encoders_dir) if encoders_dir else out / "encoders"
+    _check_settings(out, settings)
+    base = load_config(settings.preset, settings.config, settings.overrides)
+    base.train.seed = settings.seed
+    base.train.device = settings.device
+    device = resolve_device(settings.device)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    labelled = load_videos(settings.data, require_labels=True)
+    prepared = prepare_videos(labelled, base, progress=progress, cache_dir=cache_dir)
+    data = _make_splits(settings, prepared, out)
+    counts = {k: len(v) for k, v in data.split_idx.items()}
+    info(f"{len(data.paths)} labelled videos, {len(data.class_names)} classes; split {counts}; "
+         f"{settings.members} shards of {[len(s) for s in data.shard_idx]} training videos")
+    timings["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pool, pool_meta = pretraining_pool(settings, data)
+    configs = encoder_configs(settings, base)
+    shards = pool_shards(pool, settings.members, settings.seed) if settings.mode == "independent" else []
+    encoders: dict[str, dict] = {}
+    for name, cfg in configs.items():
+        subset = pool if name == "general" else shards[int(name.split("_")[1]) - 1]
+        encoders[name] = ensure_encoder(cfg, subset, encoders_root / name, progress, cache_dir)
+    timings["pretrain"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    members = plan_members(settings)
+    needs_tokens = {m.encoder for m in members if not uses_pooled_features(m.head)}
+    features = {name: _features(encoders_root / name, configs[name], data, settings.num_clips, name in needs_tokens,
+                                cache_dir, out, device, progress) for name in configs}
+    timings["features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    C = len(data.class_names)
+    val, test = data.split_idx["val"], data.split_idx["test"]
+    val_probs, test_probs, heads_meta = {}, {}, {}
+    for member in members:
+        train_idx = data.split_idx["train"] if member.name == "general" else data.shard_idx[
+            int(member.name.split("_")[1]) - 1]
+        probe = ProbeConfig(head=member.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
+                            seed=member.seed)
+        trained = train_head(features[member.encoder], data.labels, train_idx, val, C, probe)
+        feats = features[member.encoder]
+        val_probs[member.name] = head_probabilities(trained.head, feats, val, member.head, settings.num_clips)
+        test_probs[member.name] = head_probabilities(trained.head, feats, test, member.head, settings.num_clips)
+        _save_member(out, member, trained, probe, encoders_root / member.encoder, configs[member.encoder], data,
+                     train_idx)
+        heads_meta[member.name] = {"head": member.head, "encoder": member.encoder, "train_videos": len(train_idx),
+                                   "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy}
+    timings["heads"] = time.perf_counter() - t
+
+    partials = [m.name for m in members if m.name != "general"]
+    y_val, y_test = data.labels[val], data.labels[test]
+    p_val = np.stack([val_probs[m] for m in partials])
+    p_test = np.stack([test_probs[m] for m in partials])
+    ensembles, fitted = {}, {}
+    for method in METHODS:
+        ens = Ensemble.from_probabilities({"val": p_val, "test": p_test}, method=method, seed=settings.seed)
+        ens.fit("val", y_val)  # weights and stacking see validation rows only
+        ensembles[method] = ens.predict_proba("test")
+        fitted[method] = _fitted_params(ens)
+    best = partials[best_single_member(p_val, y_val)]
+    write_json(out / "ensemble.json", {
+        "members": [str(out / "classifiers" / m) for m in partials], "general": str(out / "classifiers/general"),
+        "class_names": data.class_names, "methods": fitted, "best_single": best,
+        "fitted_on": "validation split", "tie_rule": "see picojepa.ensemble.HARD_VOTE_TIE_RULE"})
+
+    compute = _compute_table(settings, members, encoders, heads_meta)
+    inputs = ReportInputs(
+        class_names=data.class_names, test_videos=[data.paths[i] for i in test], test_labels=y_test,
+        models={m.name: test_probs[m.name] for m in members}, ensembles=ensembles,
+        predictions={"vote": hard_vote(p_test)[0]}, split_counts=counts, best_single=best, compute=compute,
+        extra={"mode": settings.mode, "preset": settings.preset, "heterogeneous": settings.heterogeneous,
+               "settings": dataclasses.asdict(settings), "pretraining_pool": pool_meta, "encoders": encoders,
+               "heads": heads_meta, "ensemble_compute": _ensemble_compute(settings, encoders),
+               "validation_accuracy": {m: float((val_probs[m].argmax(1) == y_val).mean()) for m in val_probs},
+               "timings_s": {k: round(v, 1) for k, v in timings.items()}},
+    )
+    report = build_report(inputs, n_resamples=settings.bootstrap, seed=settings.seed)
+    figure_list = _figures(out, report, encoders_root, configs, settings, data, features) if figures else []
+    inputs.extra["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
+    report = write_report(out, inputs, figures=figure_list, n_resamples=settings.bootstrap, seed=settings.seed)
+    if not quiet_tables:
+        print(format_terminal_tables(report))
+    return ExperimentResult(report, out, time.perf_counter() - t_start)
+
+
+def _check_settings(out: Path, settings: ExperimentSettings) -> None:
+    path = out / "experiment.json"
+    current = dataclasses.asdict(settings)
+    current["fractions"] = list(current["fractions"])
+    if path.exists():
+        saved = json.loads(path.read_text()).get("settings", {})
+        ignore = {"device"}  # where it runs does not change what it computes
+        diff = {k: (saved.get(k), v) for k, v in current.items() if k not in ignore and saved.get(k) != v}
+        if diff:
+            lines = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
+            raise PicoJepaError(f"{out} holds an experiment with other settings ({lines}); use a new --out")
+    write_json(path, {"settings": current})
+
+
+def _save_member(out: Path, member: Member, trained: TrainedHead, probe: ProbeConfig, encoder_dir: Path,
+                 cfg: Config, data: LabelledData, train_idx: np.ndarray) -> None:
+    encoder = load_encoder(encoder_dir)
+    clf = VideoClassifier(encoder, trained.head, member.head, data.class_names, cfg, probe.num_clips)
+    save_classifier(out / "classifiers" / member.name, clf, encoder_dir, probe, trained,
+                    train_videos=[data.paths[i] for i in train_idx])
+
+
+def _fitted_params(ens: Ensemble) -> dict[str, Any]:
+    params: dict[str, Any] = {"temperature": ens.temperature}
+    if ens.method == "weighted":
+        params["weights"] = np.asarray(ens.weights_).tolist()
+    if ens.method == "stack":
+        stack = ens.stack_
+        params.update(coef=stack.coef.tolist(), intercept=stack.intercept.tolist(),
+                      classes=np.asarray(stack.classes).tolist(), features=ens.stack_features)
+    return params
+
+
+def _compute_table(settings: ExperimentSettings, members: list[Member], encoders: dict[str, dict],
+                   heads: dict[str, dict]) -> dict[str, dict]:
+    table = {}
+    for m in members:
+        enc = encoders[m.encoder]
+        table[m.name] = {"encoder": m.encoder, "pretrain_clip_steps": enc["clip_steps"],
+                         "pretrain_videos": enc["videos"], "pretrain_seconds": enc["seconds"],
+                         "encoder_params": enc["params"], "head": m.head,
+                         "head_train_videos": heads[m.name]["train_videos"], "seed": m.seed,
+                         "shared_encoder": settings.mode == "shared"}
+    return table
+
+
+def _ensemble_compute(settings: ExperimentSettings, encoders: dict[str, dict]) -> dict[str, Any]:
+    general = encoders["general"]["clip_steps"]
+    if settings.mode == "shared":
+        return {"general_clip_steps": general, "ensemble_clip_steps": general,
+                "note": "shared mode: General and all Partials use one encoder, pretrained once"}
+    partial = sum(v["clip_steps"] for k, v in encoders.items() if k != "general")
+    return {"general_clip_steps": general, "ensemble_clip_steps": partial,
+            "ratio_ensemble_to_general": round(partial / max(general, 1), 3),
+            "note": "independent mode: each Partial pretrains its own encoder on its shard"}
+
+
+def _figures(out: Path, report: dict, encoders_root: Path, configs: dict[str, Config],
+             settings: ExperimentSettings, data: LabelledData, features: dict[str, Features]) -> list[tuple[str, str]]:
+    """Figures under out/figures; each failure is reported (never hidden) and the report goes on."""
+    try:
+        from .figures import experiment_figures
+    except ImportError as e:
+        warn(f"figures skipped: the viz package is unavailable ({e})")
+        return []
+    return experiment_figures(out, report, encoders_root, configs, settings, data, features)

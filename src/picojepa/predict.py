@@ -1,0 +1,204 @@
+"""Batch inference: every model loaded once, videos decoded once in worker processes while the models
+compute, per-model and ensemble probabilities written to one CSV. Unusable videos are reported, never
+guessed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .classifier import VideoClassifier, load_classifier, read_classifier_config
+from .data.check import check_videos
+from .data.dataset import FrameStore, cache_settings, eval_loader
+from .data.sources import Problem, VideoSet, load_videos
+from .ensemble import LOG_FLOOR, hard_vote, soft_vote, vote_fractions
+from .errors import ConfigError, DataError
+from .utils import resolve_device, write_json, write_text
+
+AGGREGATIONS = ("vote", "soft", "weighted", "stack")
+
+
+@dataclass
+class ModelSet:
+    names: list[str]
+    dirs: list[Path]
+    fitted: dict[str, Any] = field(default_factory=dict)  # from an experiment's ensemble.json
+    members: list[str] = field(default_factory=list)  # names that take part in the aggregation
+
+
+def resolve_models(paths: list[Path]) -> ModelSet:
+    """Classifier folders, or experiment folders (their General and Partials, with fitted aggregations)."""
+    if not paths:
+        raise ConfigError("give at least one model folder with --models")
+    names, dirs, fitted, members = [], [], {}, []
+    for path in paths:
+        ens = path / "ensemble.json"
+        if ens.is_file():
+            meta = json.loads(ens.read_text())
+            fitted = meta.get("methods", {})
+            for name, d in [("general", meta["general"]), *[(Path(m).name, m) for m in meta["members"]]]:
+                names.append(name if len(paths) == 1 else f"{path.name}/{name}")
+                dirs.append(Path(d))
+                if name != "general":
+                    members.append(names[-1])
+            continue
+        read_classifier_config(path)  # clear error when it is neither kind of folder
+        names.append(path.name if path.name not in names else f"{path.name}_{len(names)}")
+        dirs.append(path)
+        members.append(names[-1])
+    return ModelSet(names, dirs, fitted, members)
+
+
+def stack_from_params(probs: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """Apply a stacking meta-model saved by an experiment to member probabilities (M, n, C)."""
+    coef, intercept = np.asarray(params["coef"]), np.asarray(params["intercept"])
+    x = np.log(np.clip(probs, LOG_FLOOR, 1.0)) if params.get("features", "log") == "log" else probs
+    x = np.transpose(x, (1, 0, 2)).reshape(probs.shape[1], -1)
+    logits = x @ coef.T + intercept
+    seen = np.zeros(coef.shape[0], dtype=bool)
+    seen[np.asarray(params["classes"], dtype=int)] = True
+    logits[:, ~seen] = -np.inf
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def aggregate(method: str, probs: np.ndarray, fitted: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities or vote fractions, predictions) of the members' probabilities (M, n, C)."""
+    if method == "vote":
+        return vote_fractions(probs), hard_vote(probs)[0]
+    if method == "soft":
+        out = soft_vote(probs)
+    elif method not in fitted:
+        raise ConfigError(f"--aggregate {method} needs weights fitted on a validation split: pass an experiment "
+                          f"folder (with ensemble.json) to --models, or use vote or soft")
+    elif method == "weighted":
+        out = soft_vote(probs, fitted[method].get("temperature", 1.0), fitted[method]["weights"])
+    else:
+        out = stack_from_params(probs, fitted[method])
+    return out, out.argmax(axis=1)
+
+
+@dataclass
+class PredictSummary:
+    videos: int
+    skipped: list[Problem]
+    seconds: float
+    accuracy: dict[str, float]
+    out: Path
+
+
+def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate_method: str | None = "vote",
+            device: str = "auto", batch_size: int = 8, workers: int = 2, progress: bool = True) -> PredictSummary:
+    from .progress import track
+
+    if aggregate_method is not None and aggregate_method not in AGGREGATIONS:
+        raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {aggregate_method!r}")
+    models = resolve_models(model_paths)
+    dev = resolve_device(device)
+    classifiers = [load_classifier(d, dev) for d in models.dirs]  # each model loaded once
+    class_names = classifiers[0].class_names
+    for name, clf in zip(models.names, classifiers, strict=True):
+        if clf.class_names != class_names:
+            raise DataError(f"model {name} has classes {clf.class_names}, others {class_names}: they cannot vote")
+    if aggregate_method in ("weighted", "stack") and aggregate_method not in models.fitted:
+        aggregate(aggregate_method, np.zeros((1, 1, len(class_names))), models.fitted)  # raises the clear error
+    videos = load_videos(videos_path)
+    base = classifiers[0].cfg
+    check = check_videos(videos, base.model.num_frames, base.data.frame_stride, base.data.target_fps,
+                         progress=progress)
+    skipped = list(check.problems)
+    usable = VideoSet(check.usable, videos.class_names, videos.source)
+    t0 = time.perf_counter()
+    probs = _stream(classifiers, usable, batch_size, workers, progress, track, skipped)
+    ok = ~np.isnan(probs[0, :, 0])
+    rows = _rows(models, probs, ok, usable, class_names, aggregate_method)
+    write_text(out_csv, rows)
+    seconds = time.perf_counter() - t0
+    if skipped:
+        write_json(out_csv.with_suffix(".skipped.json"),
+                   [{"path": p.path, "reason": p.reason, "line": p.line} for p in skipped])
+    accuracy = _accuracy(models, probs, ok, usable, class_names, aggregate_method)
+    return PredictSummary(int(ok.sum()), skipped, seconds, accuracy, out_csv)
+
+
+def _stream(classifiers: list[VideoClassifier], videos: VideoSet, batch_size: int, workers: int, progress: bool,
+            track: Any, skipped: list[Problem]) -> np.ndarray:
+    """(M, V, C) probabilities, NaN rows for videos that failed to decode; one decode per video per
+    sampling setting, shared by all models that use it."""
+    M, V, C = len(classifiers), len(videos.items), len(classifiers[0].class_names)
+    probs = np.full((M, V, C), np.nan)
+    groups: dict[Any, list[int]] = {}
+    for m, clf in enumerate(classifiers):
+        groups.setdefault((cache_settings(clf.cfg), clf.cfg.model.num_frames, clf.num_clips), []).append(m)
+    paths = [item.path for item in videos.items]
+    failed: set[int] = set()
+    for (settings, frames, clips), model_ids in groups.items():
+        store = FrameStore(paths, settings, cache=None)
+        loader = eval_loader(store, frames, clips, batch_size, workers)
+        for items in track(loader, total=len(loader), description="predicting", enabled=progress):
+            good = [(i, c) for i, c, err in items if err is None]
+            for i, _, err in items:
+                if err is not None and i not in failed:
+                    failed.add(i)
+                    skipped.append(Problem(str(paths[i]), err))
+            if not good:
+                continue
+            index = [i for i, _ in good]
+            batch = torch.from_numpy(np.concatenate([c for _, c in good]))
+            for m in model_ids:
+                probs[m, index] = classifiers[m].proba_from_clips(batch).cpu().numpy()
+    return probs
+
+
+def _rows(models: ModelSet, probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
+          method: str | None) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    labels = _label_names(videos, class_names)
+    writer.writerow(["video", "label", "model", "pred", *class_names])
+    member_idx = [models.names.index(n) for n in models.members]
+    ens = aggregate(method, probs[member_idx][:, ok], models.fitted) if method and len(member_idx) > 1 else None
+    for row, v in enumerate(np.flatnonzero(ok)):
+        item = videos.items[v]
+        label = labels[v] or ""
+        for m, name in enumerate(models.names):
+            p = probs[m, v]
+            writer.writerow([str(item.path), label, name, class_names[int(p.argmax())], *(f"{x:.6f}" for x in p)])
+        if ens is not None:
+            p, pred = ens[0][row], ens[1][row]
+            writer.writerow([str(item.path), label, f"ensemble:{method}", class_names[int(pred)],
+                             *(f"{x:.6f}" for x in p)])
+    return buf.getvalue()
+
+
+def _label_names(videos: VideoSet, class_names: list[str]) -> list[str | None]:
+    """Each video's class name when the videos are labelled with classes the models know (matched by name)."""
+    if not videos.labelled:
+        return [None] * len(videos.items)
+    names = videos.class_names or []
+    return [names[item.label] if names[item.label] in class_names else None for item in videos.items]
+
+
+def _accuracy(models: ModelSet, probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
+              method: str | None) -> dict:
+    """Accuracy over the videos whose label the models know; empty when there are none."""
+    labels = _label_names(videos, class_names)
+    scored = ok & np.array([lab is not None for lab in labels])
+    if not scored.any():
+        return {}
+    y = np.array([class_names.index(lab) for lab, s in zip(labels, scored, strict=True) if s])
+    acc = {name: float((probs[m, scored].argmax(1) == y).mean()) for m, name in enumerate(models.names)}
+    member_idx = [models.names.index(n) for n in models.members]
+    if method and len(member_idx) > 1:
+        pred = aggregate(method, probs[member_idx][:, scored], models.fitted)[1]
+        acc[f"ensemble:{method}"] = float((pred == y).mean())
+    return acc
