@@ -128,7 +128,7 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         row = {"epoch": epoch + 1, "train_loss": total / len(order)}
         if len(val_idx):
             probs = head_probabilities(head, features, val_idx, cfg.head, K)
@@ -213,7 +213,7 @@ def finetune(encoder: VideoViT, store: FrameStore, labels: np.ndarray, train_idx
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         row = {"epoch": epoch + 1, "train_loss": total / max(len(order), 1)}
         if len(val_idx):
             probs = clf.predict_proba(substore(store, val_idx))

@@ -1,0 +1,165 @@
+"""End-to-end experiment, probe and predict on generated clips with the tiny preset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from picojepa.classifier import load_classifier
+from picojepa.cli import app
+from picojepa.errors import CheckpointError, PicoJepaError
+from picojepa.experiment import ExperimentSettings, run_experiment
+from picojepa.report import recompute_from_predictions
+from picojepa.splits import load_splits
+from picojepa.synth import generate_dataset
+
+CLASSES = ["move_left", "move_right", "rotate_cw", "rotate_ccw"]
+FAST = ["data.num_workers=0", "train.epochs=1", "train.batch_size=8"]
+
+
+@pytest.fixture(scope="session")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("syn") / "labelled", classes=CLASSES, videos_per_class=10,
+                            size=64, frames=16, fps=8, seed=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def shared_run(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExperimentSettings]:
+    root = tmp_path_factory.mktemp("exp")
+    # The labelled folder doubles as the pretraining pool: its val/test videos must be removed from it.
+    settings = ExperimentSettings(data=str(labelled), pretrain_data=str(labelled), preset="tiny", overrides=FAST,
+                                  probe_epochs=5, mode="shared")
+    run_experiment(settings, root / "shared", cache_dir=root / "cache", progress=False, quiet_tables=True)
+    return root / "shared", settings
+
+
+def test_experiment_writes_every_file_with_the_stated_keys(shared_run):
+    out, _ = shared_run
+    for name in ("report.md", "report.json", "predictions.csv", "splits.json", "ensemble.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"] == sorted(CLASSES)  # class folders are taken in alphabetical order
+    assert set(report["models"]) == {"general", "partial_1", "partial_2", "partial_3", "partial_4"}
+    assert set(report["ensembles"]) >= {"vote", "soft", "weighted", "stack"}
+    for entry in [*report["models"].values(), *report["ensembles"].values()]:
+        assert set(entry["accuracy"]) >= {"per_class", "macro", "micro"}
+        assert set(entry["confidence"]) >= {"per_class", "mean"}
+    for name in ("vote", "soft", "weighted", "stack"):
+        gap = report["ensembles"][name]["gap_vs_general"]
+        assert gap["ci95"][0] <= gap["mean"] <= gap["ci95"][1]
+    assert sum(report["splits"].values()) == 40
+    assert "Accuracy per class" in (out / "report.md").read_text()
+
+
+def test_every_number_is_recomputable_from_predictions_csv(shared_run):
+    out, _ = shared_run
+    report = json.loads((out / "report.json").read_text())
+    again = recompute_from_predictions(out / "predictions.csv")
+    for group in ("models", "ensembles"):
+        for name, entry in report[group].items():
+            for key in ("macro", "micro"):
+                assert again[group][name]["accuracy"][key] == pytest.approx(entry["accuracy"][key]), name
+            assert again[group][name]["accuracy"]["per_class"] == pytest.approx(
+                entry["accuracy"]["per_class"], nan_ok=True)
+            assert again[group][name]["confidence"]["per_class"] == pytest.approx(
+                entry["confidence"]["per_class"], nan_ok=True)
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == report["splits"]["test"] * 9  # 5 models + 4 aggregations
+
+
+def test_splits_shards_and_pretraining_pool_never_touch_test(shared_run):
+    out, _ = shared_run
+    splits = load_splits(out / "splits.json")
+    train, val, test = (set(splits.splits[k]) for k in ("train", "val", "test"))
+    assert not (train & val or train & test or val & test)
+    assert set().union(*map(set, splits.shards)) == train
+    report = json.loads((out / "report.json").read_text())
+    assert report["pretraining_pool"]["removed_val_test"] == len(val) + len(test)
+    general = json.loads((out / "classifiers" / "general" / "config.json").read_text())
+    assert set(general["train_videos"]) == train
+    for i, shard in enumerate(splits.shards, start=1):
+        member = json.loads((out / "classifiers" / f"partial_{i}" / "config.json").read_text())
+        assert set(member["train_videos"]) == set(shard)
+
+
+def test_rerun_reuses_stages_and_refuses_other_settings(shared_run, labelled, tmp_path):
+    out, settings = shared_run
+    before = (out / "report.json").read_text()
+    run_experiment(settings, out, cache_dir=out.parent / "cache", progress=False, quiet_tables=True)
+    a, b = json.loads(before), json.loads((out / "report.json").read_text())
+    assert a["models"] == b["models"] and a["ensembles"] == b["ensembles"]
+    other = ExperimentSettings(**{**settings.__dict__, "members": 3})
+    with pytest.raises(PicoJepaError, match="other settings"):
+        run_experiment(other, out, cache_dir=out.parent / "cache", progress=False, quiet_tables=True)
+
+
+def test_independent_heterogeneous_mode_reports_compute(labelled, tmp_path):
+    settings = ExperimentSettings(data=str(labelled), preset="tiny", overrides=FAST, probe_epochs=3,
+                                  mode="independent", heterogeneous=True)
+    result = run_experiment(settings, tmp_path / "ind", cache_dir=tmp_path / "cache", progress=False,
+                            quiet_tables=True)
+    report = result.report
+    compute = report["ensemble_compute"]
+    encoders = report["encoders"]
+    assert compute["ensemble_clip_steps"] == sum(encoders[f"partial_{i}"]["clip_steps"] for i in range(1, 5))
+    assert compute["general_clip_steps"] == encoders["general"]["clip_steps"]
+    heads = {report["heads"][f"partial_{i}"]["head"] for i in range(1, 5)}
+    assert heads == {"linear", "attentive", "mlp"}
+    widths = {json.loads((tmp_path / "ind" / "encoders" / f"partial_{i}" / "config.json").read_text())["config"][
+        "model"]["embed_dim"] for i in range(1, 5)}
+    assert len(widths) > 1
+
+
+def test_predict_matches_the_experiment_and_reports_bad_videos(shared_run, labelled, tmp_path):
+    out, _ = shared_run
+    videos = tmp_path / "videos"
+    shutil.copytree(labelled, videos)
+    (videos / CLASSES[0] / "broken.mp4").write_bytes(b"\x00" * 100)
+    csv_path = tmp_path / "preds.csv"
+    result = CliRunner().invoke(app, ["predict", "--models", str(out), "--videos", str(videos), "--out",
+                                      str(csv_path), "--aggregate", "stack", "--workers", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "1 skipped" in result.output and "broken.mp4" in result.output
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == 40 * 6  # 5 models + the ensemble, the broken video left out
+    assert not any("broken" in r["video"] for r in rows)
+    # Same videos, same clips, same heads: the experiment's test probabilities are reproduced.
+    exp_rows = {(Path(r["video"]).name, r["model"]): r for r in csv.DictReader(open(out / "predictions.csv"))}
+    classes = json.loads((out / "report.json").read_text())["classes"]
+    checked = 0
+    for r in rows:
+        key = (Path(r["video"]).name, r["model"])
+        if key in exp_rows:
+            a = np.array([float(r[c]) for c in classes])
+            b = np.array([float(exp_rows[key][c]) for c in classes])
+            assert np.allclose(a, b, atol=1e-4), key
+            checked += 1
+    assert checked == 8 * 5
+
+
+def test_probe_command_and_classifier_loading(shared_run, labelled, tmp_path):
+    out, _ = shared_run
+    encoder_dir = out.parent / "shared" / "encoders" / "general"
+    clf_dir = tmp_path / "clf"
+    result = CliRunner().invoke(app, ["probe", "--encoder", str(encoder_dir), "--data", str(labelled), "--out",
+                                      str(clf_dir), "--epochs", "3", "--head", "attentive", "--quiet",
+                                      "--cache-dir", str(out.parent / "cache")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((clf_dir / "config.json").read_text())
+    assert meta["head"] == "attentive" and meta["class_names"] and 1 <= meta["best_epoch"] <= 3
+    clf = load_classifier(clf_dir)
+    assert clf.class_names == meta["class_names"]
+    # A classifier refuses an encoder that changed after its head was trained.
+    moved = tmp_path / "enc"
+    shutil.copytree(encoder_dir, moved)
+    meta["encoder"]["run_dir"] = str(moved)
+    (clf_dir / "config.json").write_text(json.dumps(meta))
+    (moved / "encoder.safetensors").write_bytes((moved / "encoder.safetensors").read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(CheckpointError, match="changed"):
+        load_classifier(clf_dir)
