@@ -13,6 +13,7 @@ and pinned memory. Nothing here imports a video decoder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -97,6 +98,16 @@ def measure(make_trainer: Callable[[], Trainer], batches: Callable[[Trainer], It
             "peak_mem_gib": None if peak_mem is None else round(peak_mem, 2)}
 
 
+def sdpa_backend(name: str) -> contextlib.AbstractContextManager:
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name]
+    return sdpa_kernel(backend)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="pico-112")
@@ -113,6 +124,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--set", action="append", default=[], help="config override section.field=value")
+    ap.add_argument("--sdpa-backend", choices=["auto", "flash", "efficient", "cudnn", "math"], default="auto",
+                    help="restrict scaled_dot_product_attention to one kernel family")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,7 +183,8 @@ def main() -> None:
             return Trainer(cfg, device, total_steps=10**6, compile_mode=mode, **knobs)
 
         try:
-            result = measure(make_trainer, batches, device, args.warmup, args.steps, args.repeats)
+            with sdpa_backend(args.sdpa_backend):
+                result = measure(make_trainer, batches, device, args.warmup, args.steps, args.repeats)
         except Exception as e:  # report a failing variant and go on with the others
             print(json.dumps({"bench": "pretrain", "variant": name, "error": f"{type(e).__name__}: {e}"[:300]}),
                   flush=True)
@@ -180,7 +194,7 @@ def main() -> None:
             "bench": "pretrain", "variant": name, "preset": args.preset, "data": args.data,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": args.batch_size,
-            "compile": mode, "clips_per_s": round(clips, 1), **result,
+            "compile": mode, "sdpa": args.sdpa_backend, "clips_per_s": round(clips, 1), **result,
             "gflop_per_clip": round(flops / 1e9, 2), "tflops": round(clips * flops / 1e12, 2),
             "mfu": None if peak is None else round(clips * flops / peak, 4),
         }

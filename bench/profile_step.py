@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from pretrain import synthetic_batches
 from torch.profiler import ProfilerActivity, profile
 
 from picojepa.config import cache_size, load_config
 from picojepa.train.pretrain import Trainer
-
-from pretrain import synthetic_batches  # noqa: I001 - sibling bench module
 
 
 def main() -> None:
