@@ -41,7 +41,8 @@ def main() -> None:
                         torch.cuda.synchronize()
                 ms = (time.perf_counter() - t0) / args.repeats * 1000
                 print(json.dumps({"bench": "attention", "where": label, "backend": name, "tokens": tokens,
-                                  "heads": heads, "head_dim": dim, "batch": args.batch_size, "ms_fwd_bwd": round(ms, 3)}))
+                                  "heads": heads, "head_dim": dim, "batch": args.batch_size,
+                                  "ms_fwd_bwd": round(ms, 3)}))
             except RuntimeError as e:
                 print(json.dumps({"bench": "attention", "where": label, "backend": name, "error": str(e)[:120]}))
 
