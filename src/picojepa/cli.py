@@ -24,10 +24,7 @@ def _mount_viz() -> None:
     app.add_typer(viz_app, name="viz", help="Pictures: mask views, t-SNE maps, training curves.")
 
 
-try:
-    _mount_viz()
-except ImportError:  # TEMPORARY while the viz package is written
-    pass
+_mount_viz()
 
 # Shared option types -------------------------------------------------------------------------
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Named config: pico (224 px), pico-112, tiny.")]

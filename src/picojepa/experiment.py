@@ -32,8 +32,9 @@ from .data.sources import VideoItem, VideoSet, load_videos
 from .ensemble import METHODS, Ensemble, best_single_member, hard_vote
 from .errors import ConfigError, DataError, PicoJepaError
 from .features import Features, extract_features
+from .figures import experiment_figures
 from .heads import HEAD_TYPES, uses_pooled_features
-from .progress import info, warn
+from .progress import info
 from .report import ReportInputs, build_report, format_terminal_tables, write_report
 from .splits import load_splits, save_splits, stratified_shards, stratified_split
 from .train import load_encoder, pretrain
@@ -341,7 +342,13 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
                "timings_s": {k: round(v, 1) for k, v in timings.items()}},
     )
     report = build_report(inputs, n_resamples=settings.bootstrap, seed=settings.seed)
-    figure_list = _figures(out, report, encoders_root, configs, settings, data, features) if figures else []
+    figure_list = []
+    if figures:
+        preds = {name: p.argmax(1) for name, p in {**inputs.models, **ensembles}.items()}
+        preds["vote"] = inputs.predictions["vote"]
+        figure_list = experiment_figures(out, report, encoders_root, list(configs), settings.mode, data.class_names,
+                                         data.labels, {n: f.pooled.mean(1) for n, f in features.items()}, y_test,
+                                         preds, settings.seed, progress)
     inputs.extra["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
     report = write_report(out, inputs, figures=figure_list, n_resamples=settings.bootstrap, seed=settings.seed)
     if not quiet_tables:
@@ -404,14 +411,3 @@ def _ensemble_compute(settings: ExperimentSettings, encoders: dict[str, dict]) -
     return {"general_clip_steps": general, "ensemble_clip_steps": partial,
             "ratio_ensemble_to_general": round(partial / max(general, 1), 3),
             "note": "independent mode: each Partial pretrains its own encoder on its shard"}
-
-
-def _figures(out: Path, report: dict, encoders_root: Path, configs: dict[str, Config],
-             settings: ExperimentSettings, data: LabelledData, features: dict[str, Features]) -> list[tuple[str, str]]:
-    """Figures under out/figures; each failure is reported (never hidden) and the report goes on."""
-    try:
-        from .figures import experiment_figures
-    except ImportError as e:
-        warn(f"figures skipped: the viz package is unavailable ({e})")
-        return []
-    return experiment_figures(out, report, encoders_root, configs, settings, data, features)
