@@ -1,6 +1,6 @@
 """Data-path speed on this machine: decoding, pre-flight scan, clip cache and loader; one JSON line each.
 
-    PYTHONPATH=src python bench/data.py            # full run (a few minutes on 2 cores)
+    PYTHONPATH=src python bench/data.py            # full run (1-2 minutes on 2 cores)
     PYTHONPATH=src python bench/data.py --quick    # under a minute: fewer files, sizes and repeats
 
 Every line carries the machine (CPU count, load average), library versions, the settings and the
@@ -42,9 +42,19 @@ MB = 1e6
 
 
 # ---------------------------------------------------------------- reporting
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     env: dict[str, Any] = {
-        "device": "cpu", "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "device": "cpu", "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "av": av.__version__,
         "python": platform.python_version(),
     }
@@ -195,8 +205,22 @@ def bench_cache_read(name: str, files: list[Path], cache: ClipCache, repeats: in
           "clips_per_s": r(reads / seconds, 1), "MB_per_s": r(nbytes / MB / seconds, 1)})
 
 
-def bench_loader(files: list[Path], preset: str, root: Path, workers: int, steps: int, batch: int) -> None:
-    """train_loader over a built cache, no model step: clips/s the loading side alone delivers."""
+def bench_loader(files: list[Path], preset: str, root: Path, workers: int, steps: int, batch: int,
+                 threads: int | None = None) -> None:
+    """train_loader over a built cache, no model step: clips/s the loading side alone delivers.
+
+    ``threads`` sets torch's intra-op threads in this process for the run (workers always use one):
+    with workers=0 the collator's torch.stack runs here, and a parallel op stalls when the cores are busy.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        _bench_loader(files, preset, root, workers, steps, batch)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench_loader(files: list[Path], preset: str, root: Path, workers: int, steps: int, batch: int) -> None:
     cfg = load_config(preset)
     cfg.data.num_workers = workers
     settings = CacheSettings(cache_size(cfg), cfg.data.frame_stride, cfg.data.target_fps,
@@ -207,7 +231,7 @@ def bench_loader(files: list[Path], preset: str, root: Path, workers: int, steps
     masks = MaskGenerator((m.num_frames // m.tubelet_size, m.img_size // m.patch_size, m.img_size // m.patch_size),
                           cfg.mask)
     start = time.perf_counter()
-    loader = iter(train_loader(FrameStore(files, settings, cache), cfg, masks, steps + 2, 0, batch))
+    loader = iter(train_loader(FrameStore(files, settings, cache), cfg, masks, steps + 1, 0, batch))
     next(loader)  # worker start-up (spawn) and the first batch
     first = time.perf_counter() - start
     times, clips = [], 0
@@ -215,11 +239,12 @@ def bench_loader(files: list[Path], preset: str, root: Path, workers: int, steps
         t0 = time.perf_counter()
         clips += len(next(loader).frames)  # a batch holds min(batch, videos) clips
         times.append(time.perf_counter() - t0)
-    del loader
+    assert next(loader, None) is None  # run to the end so the workers exit normally
     seconds = sum(times)
     emit({"what": "loader", "preset": preset, "cache_side": settings.side, "clip_frames": m.num_frames,
-          "workers": workers, "batch": batch, "steps": steps, "first_batch_s": r(first, 3),
-          "median_step_ms": r(1000 * statistics.median(times), 3), "clips_per_s": r(clips / seconds, 1),
+          "workers": workers, "main_torch_threads": torch.get_num_threads(), "batch": batch, "steps": steps,
+          "first_batch_s": r(first, 3), "median_step_ms": r(1000 * statistics.median(times), 3),
+          "clips_per_s": r(clips / seconds, 1),
           "note": "loading only; on 2 cores loader workers compete with the training step for the same cores"})
 
 
@@ -229,7 +254,7 @@ def make_sets(tmp: Path, quick: bool) -> dict[str, list[Path]]:
     if REAL_CLIPS.is_dir():
         for f in sorted(REAL_CLIPS.glob("*.mp4")):
             sets[f"real:{f.stem}"] = [f]
-    synth = generate_dataset(tmp / "synth", classes=2, videos_per_class=3 if quick else 8, size=96, frames=32,
+    synth = generate_dataset(tmp / "synth", classes=2, videos_per_class=4 if quick else 8, size=96, frames=32,
                              fps=16, seed=0, workers=1, progress=False)
     sets["synth"] = sorted(synth.rglob("*.mp4"))
     for i, audio in enumerate([False] if quick else [False, True]):
@@ -257,19 +282,21 @@ def main() -> None:
         emit({"what": "setup", "sets": {k: len(v) for k, v in sets.items()}, "seconds": r(time.perf_counter() - t0),
               "kinetics_like": [{"file": f.name, "MB": r(f.stat().st_size / MB), "keyframes": keyframe_count(f)}
                                 for f in kinetics]})
-        for decoder in decoders:
-            for side in sides:
-                for name, files in sets.items():
+        for side in sides:
+            for name, files in sets.items():
+                for decoder in decoders:  # back to back, so both see the same machine load
                     bench_decode(name, files, decoder, side, repeats)
         every = [f for fs in sets.values() for f in fs]
         bench_check("all", every, repeats)
         for decoder in decoders:
             for workers in (2,) if args.quick else (1, 2):
-                cache = bench_cache_build("synth", sets["synth"], decoder, 128, tmp / "cache", repeats, workers)
-        bench_cache_read("synth", sets["synth"], cache, repeats, reads=200 if args.quick else 2000)
-        for workers in (0, 1) if args.quick else (0, 1, 2):
+                cache = bench_cache_build("all", every, decoder, 128, tmp / "cache", repeats, workers)
+        bench_cache_read("all", every, cache, repeats, reads=200 if args.quick else 2000)
+        runs = [(0, None), (0, 1), (1, None)] if args.quick else [(0, None), (0, 1), (1, None), (2, None)]
+        for workers, threads in runs:
             for preset in ("tiny",) if args.quick else ("tiny", "pico-112"):
-                bench_loader(sets["synth"], preset, tmp / "cache", workers, steps=10 if args.quick else 40, batch=8)
+                bench_loader(sets["synth"], preset, tmp / "cache", workers, steps=10 if args.quick else 40, batch=8,
+                             threads=threads)
 
 
 if __name__ == "__main__":

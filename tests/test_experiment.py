@@ -23,6 +23,11 @@ CLASSES = ["move_left", "move_right", "rotate_cw", "rotate_ccw"]
 FAST = ["data.num_workers=0", "train.epochs=1", "train.batch_size=8"]
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 @pytest.fixture(scope="session")
 def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("syn") / "labelled", classes=CLASSES, videos_per_class=10,
@@ -69,7 +74,7 @@ def test_every_number_is_recomputable_from_predictions_csv(shared_run):
                 entry["accuracy"]["per_class"], nan_ok=True)
             assert again[group][name]["confidence"]["per_class"] == pytest.approx(
                 entry["confidence"]["per_class"], nan_ok=True)
-    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    rows = read_csv(out / "predictions.csv")
     assert len(rows) == report["splits"]["test"] * 9  # 5 models + 4 aggregations
 
 
@@ -126,11 +131,11 @@ def test_predict_matches_the_experiment_and_reports_bad_videos(shared_run, label
                                       str(csv_path), "--aggregate", "stack", "--workers", "0", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "1 skipped" in result.output and "broken.mp4" in result.output
-    rows = list(csv.DictReader(open(csv_path)))
+    rows = read_csv(csv_path)
     assert len(rows) == 40 * 6  # 5 models + the ensemble, the broken video left out
     assert not any("broken" in r["video"] for r in rows)
     # Same videos, same clips, same heads: the experiment's test probabilities are reproduced.
-    exp_rows = {(Path(r["video"]).name, r["model"]): r for r in csv.DictReader(open(out / "predictions.csv"))}
+    exp_rows = {(Path(r["video"]).name, r["model"]): r for r in read_csv(out / "predictions.csv")}
     classes = json.loads((out / "report.json").read_text())["classes"]
     checked = 0
     for r in rows:

@@ -119,8 +119,9 @@ class MaskingCollator:
     def __call__(self, items: list[tuple[np.ndarray | None, int, str | None]]) -> TrainBatch:
         step = items[0][1]
         failed = [tuple(err.split("\t", 1)) for _, _, err in items if err is not None]
-        clips = [torch.from_numpy(c) for c, _, _ in items if c is not None]
-        frames = torch.stack(clips) if clips else torch.empty(0, dtype=torch.uint8)
+        clips = [c for c, _, _ in items if c is not None]
+        # numpy stacks without torch's intra-op thread pool, which stalls on a busy 2-core machine
+        frames = torch.from_numpy(np.stack(clips)) if clips else torch.empty(0, dtype=torch.uint8)
         return TrainBatch(frames, self.masks(len(clips), [self.seed, 7, step]), step, failed)  # type: ignore[arg-type]
 
 

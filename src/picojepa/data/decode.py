@@ -251,15 +251,21 @@ def _decode_pyav(path: Path, side: int, frame_stride: int, target_fps: float | N
 
 
 def _decode_torchcodec(path: Path, side: int, frame_stride: int, target_fps: float | None,
-                       max_frames: int) -> np.ndarray:
+                       max_frames: int, chunk: int = 32) -> np.ndarray:
+    import re
+
     import torch
     import torch.nn.functional as F
     from torchcodec.decoders import VideoDecoder
 
+    def plain(err: Exception) -> str:  # drop torchcodec's "Function, /build/path/File.cpp:123, " prefix
+        return re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip())
+
     try:
-        dec = VideoDecoder(str(path), dimension_order="NCHW", seek_mode="approximate")
+        dec = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="approximate")
     except Exception as e:  # torchcodec raises plain RuntimeError/ValueError for every kind of bad file
-        raise _open_error(path, e) from e
+        probe(path, decode_first_frame=False)  # PyAV names the problem (no video stream, not a video, ...)
+        raise _open_error(path, RuntimeError(plain(e))) from e
     meta = dec.metadata
     fps = float(meta.average_fps or 25.0)
     total = len(dec)
@@ -268,11 +274,18 @@ def _decode_torchcodec(path: Path, side: int, frame_stride: int, target_fps: flo
     stride = stride_for(fps, frame_stride, target_fps)
     first, count = _centred_window(total, stride, max_frames)
     indices = [min(first + i * stride, total - 1) for i in range(count)]
-    try:
-        frames = dec.get_frames_at(indices).data  # (F, C, H, W) uint8
-    except Exception as e:
-        raise VideoError(path, f"undecodable (torchcodec: {e})") from e
-    w, h = _square_size(frames.shape[3], frames.shape[2], side)
-    resized = F.interpolate(frames.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    resized = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return np.stack([_centre_crop(f, side) for f in resized])
+    out = []
+    for at in range(0, count, chunk):  # full-resolution frames a chunk at a time: bounded memory at 1080p
+        try:
+            # one frame per call: never slower than get_frames_at, 3x faster on some files (torchcodec 0.13);
+            # numpy stacks them: torch.stack is parallel and stalls when the cores are oversubscribed
+            frames = np.stack([dec.get_frame_at(i).data.numpy() for i in indices[at: at + chunk]])  # (f, H, W, C)
+        except Exception as e:
+            raise VideoError(path, f"undecodable or truncated (the header declares {total} frames; "
+                                   f"torchcodec: {plain(e)})") from e
+        w, h = _square_size(frames.shape[2], frames.shape[1], side)
+        # uint8 channels-last input takes PyTorch's fast antialiased path (~15x faster than float, ±1 level)
+        nchw = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        resized = F.interpolate(nchw, size=(h, w), mode="bilinear", antialias=True)
+        out.extend(_centre_crop(f, side) for f in resized.permute(0, 2, 3, 1).numpy())
+    return np.stack(out)
