@@ -204,7 +204,8 @@ def finetune(encoder: VideoViT, store: FrameStore, labels: np.ndarray, train_idx
                 frames = store.frames(int(v))
                 start = int(rng.integers(0, max(1, len(frames) - T + 1)))
                 clips.append(torch.from_numpy(np.ascontiguousarray(frames[clip_indices(len(frames), T, start)])))
-            params = random_resized_crop_params(len(batch), (d.min_scale, d.max_scale), (3 / 4, 4 / 3), d.hflip, gen)
+            # No flips: a mirrored clip of "move left" is a clip of "move right" (labels can be directional).
+            params = random_resized_crop_params(len(batch), (d.min_scale, d.max_scale), (3 / 4, 4 / 3), False, gen)
             video = train_transform(torch.stack(clips).to(device), size, params)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = head(encoder(video)) if not uses_pooled_features(cfg.head) else head.pooled(

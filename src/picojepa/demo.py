@@ -44,7 +44,7 @@ class DemoPlan:
 FULL = DemoPlan(preset="pico", size=80, frames=32, fps=16, pool_per_class=40, labelled_per_class=60,
                 epochs=20, difficulty="easy",
                 overrides=("model.img_size=64", "data.frame_stride=2", "data.num_workers=0", "train.batch_size=16",
-                           "train.lr=1e-3"))
+                           "train.lr=3e-4", "train.final_weight_decay=0.05", "train.ema_start=0.998"))
 QUICK = DemoPlan(preset="tiny", size=64, frames=24, fps=12, pool_per_class=8, labelled_per_class=14, epochs=4,
                  overrides=("data.num_workers=0",), probe_epochs=40)
 
