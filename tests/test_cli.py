@@ -51,3 +51,30 @@ def test_help_texts():
     for args in (["--help"], ["pretrain", "--help"], ["data", "check", "--help"], ["presets"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, args
+
+
+def test_synth_and_kinetics_commands(tmp_path):
+    out = tmp_path / "syn"
+    result = runner.invoke(app, ["synth", "--out", str(out), "--classes", "move_left,rotate_cw",
+                                 "--videos-per-class", "2", "--size", "32", "--frames", "8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["move_left", "rotate_cw"]
+    root = tmp_path / "k700" / "train"
+    for label in ("abseiling", "air drumming", "yoga"):
+        (root / label).mkdir(parents=True)
+        (root / label / "abc_000001_000011.mp4").write_bytes((out / "move_left" / "move_left_0000.mp4").read_bytes())
+    result = runner.invoke(app, ["data", "kinetics", str(tmp_path / "k700"), "--out", str(tmp_path / "subsets"),
+                                 "--pretrain-classes", "3", "--labelled-classes", "2"])
+    assert result.exit_code == 0, result.output
+    labelled = (tmp_path / "subsets" / "labelled.csv").read_text()
+    assert "abseiling" in labelled and "air drumming" in labelled and "yoga" not in labelled
+
+
+def test_quick_demo_runs_end_to_end(tmp_path):
+    result = run_cli("demo", "--quick", "--out", str(tmp_path / "demo"), "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for mode in ("shared", "independent"):
+        assert (tmp_path / "demo" / mode / "report.json").is_file()
+        assert (tmp_path / "demo" / mode / "figures" / "accuracy.png").is_file()
+    summary = (tmp_path / "demo" / "summary.md").read_text()
+    assert "Accuracy per class" in summary and "Gaps vs General" in summary

@@ -271,7 +271,7 @@ def experiment(
     "go to the larger summed probability among the tied classes, then to the lower class index."))
 def predict(
     models: Annotated[list[Path], typer.Option("--models", "-m", help="Classifier folders or an experiment "
-                                               "folder; repeat the option for several.")],
+                                               "folder; repeat the option, or list several after one --models.")],
     videos: Annotated[Path, typer.Option("--videos", "-v", help="Videos: folder, class folders or manifest.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")],
     aggregate: Annotated[str, typer.Option(help="vote, soft, weighted or stack (the last two need an experiment "
@@ -280,10 +280,13 @@ def predict(
     workers: Annotated[int, typer.Option(help="Decode worker processes (decoding overlaps compute).")] = 2,
     device: Device = "auto",
     quiet: Quiet = False,
+    more_models: Annotated[list[Path] | None, typer.Argument(
+        help="More model folders (so that --models A B C works).", metavar="MODEL_DIR", show_default=False)] = None,
 ) -> None:
     from .predict import predict as run
 
-    summary = run(list(models), videos, out, aggregate, device, batch_size, workers, progress=not quiet)
+    summary = run([*models, *(more_models or [])], videos, out, aggregate, device, batch_size, workers,
+                  progress=not quiet)
     rate = summary.videos / summary.seconds if summary.seconds > 0 else float("nan")
     typer.echo(f"{summary.videos} videos → {summary.out} in {summary.seconds:.1f} s ({rate:.1f} videos/s); "
                f"{len(summary.skipped)} skipped")

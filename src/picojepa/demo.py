@@ -41,7 +41,7 @@ class DemoPlan:
     probe_epochs: int = 60
 
 
-FULL = DemoPlan(preset="pico", size=80, frames=32, fps=16, pool_per_class=40, labelled_per_class=60,
+FULL = DemoPlan(preset="pico", size=80, frames=32, fps=16, pool_per_class=40, labelled_per_class=150,
                 epochs=20, difficulty="easy",
                 overrides=("model.img_size=64", "data.frame_stride=2", "data.num_workers=0", "train.batch_size=16",
                            "train.lr=3e-4", "train.final_weight_decay=0.05", "train.ema_start=0.998"))

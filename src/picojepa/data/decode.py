@@ -11,6 +11,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +123,21 @@ def _open_error(path: Path, err: Exception) -> VideoError:
     return VideoError(path, f"not a video file (FFmpeg could not recognise the format: {msg})")
 
 
+def _open_pyav(path: Path) -> Any:
+    """A PyAV container with at least one video stream, or a VideoError saying why not."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise _open_error(path, e) from e
+    if not container.streams.video:
+        audio = " (audio only)" if container.streams.audio else ""
+        container.close()
+        raise VideoError(path, f"no video stream{audio}")
+    return container
+
+
 def probe(path: str | Path, decode_first_frame: bool = True) -> VideoInfo:
     """Open the file, check it has a video stream and (optionally) decode its first frame."""
     import av
@@ -130,14 +146,7 @@ def probe(path: str | Path, decode_first_frame: bool = True) -> VideoInfo:
     problem = file_problem(path)
     if problem:
         raise VideoError(path, problem)
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise _open_error(path, e) from e
-    with container:
-        if not container.streams.video:
-            audio = " (audio only)" if container.streams.audio else ""
-            raise VideoError(path, f"no video stream{audio}")
+    with _open_pyav(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         frames = stream.frames
@@ -201,13 +210,7 @@ def _decode_pyav(path: Path, side: int, frame_stride: int, target_fps: float | N
                  max_frames: int) -> np.ndarray:
     import av
 
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise _open_error(path, e) from e
-    with container:
-        if not container.streams.video:
-            raise VideoError(path, "no video stream")
+    with _open_pyav(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = THREAD_TYPE
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
