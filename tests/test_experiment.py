@@ -168,3 +168,18 @@ def test_probe_command_and_classifier_loading(shared_run, labelled, tmp_path):
     (moved / "encoder.safetensors").write_bytes((moved / "encoder.safetensors").read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(CheckpointError, match="changed"):
         load_classifier(clf_dir)
+
+
+def test_probe_finetune_trains_its_own_encoder_copy(shared_run, labelled, tmp_path):
+    out, _ = shared_run
+    encoder_dir = out / "encoders" / "general"
+    before = (encoder_dir / "encoder.safetensors").read_bytes()
+    clf_dir = tmp_path / "ft"
+    result = CliRunner().invoke(app, ["probe", "--encoder", str(encoder_dir), "--data", str(labelled), "--out",
+                                      str(clf_dir), "--epochs", "2", "--finetune", "--quiet",
+                                      "--cache-dir", str(out.parent / "cache")])
+    assert result.exit_code == 0, result.output
+    assert (encoder_dir / "encoder.safetensors").read_bytes() == before  # the pretrained run is untouched
+    meta = json.loads((clf_dir / "config.json").read_text())
+    assert meta["encoder_embedded"] and len(meta["history"]) == 2
+    assert load_classifier(clf_dir).class_names == meta["class_names"]

@@ -62,6 +62,30 @@ class TrainedHead:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class EpochSelector:
+    """Keeps the state of the epoch with the best validation accuracy (ties: lower validation loss);
+    without validation videos, the last epoch — the only honest choice."""
+
+    def __init__(self) -> None:
+        self.best: tuple[float, float] | None = None
+        self.state: dict[str, Any] | None = None
+        self.epoch = 0
+
+    def consider(self, epoch: int, module: nn.Module, probs: np.ndarray | None, y: np.ndarray) -> dict[str, float]:
+        if probs is None or not len(y):
+            self.state, self.epoch = copy.deepcopy(module.state_dict()), epoch
+            return {}
+        acc = float((probs.argmax(1) == y).mean())
+        nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+        if self.best is None or (acc, -nll) > self.best:
+            self.best, self.state, self.epoch = (acc, -nll), copy.deepcopy(module.state_dict()), epoch
+        return {"val_accuracy": acc, "val_loss": nll}
+
+    @property
+    def accuracy(self) -> float:
+        return self.best[0] if self.best else float("nan")
+
+
 def clip_probabilities(logits: torch.Tensor, num_clips: int) -> torch.Tensor:
     """(V·K, C) clip logits → (V, C) video probabilities: the mean of the K clips' softmax."""
     return logits.float().softmax(dim=-1).view(-1, num_clips, logits.shape[-1]).mean(dim=1)
@@ -113,9 +137,7 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
     steps_per_epoch = max(1, -(-len(x_train) // cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
-    y_val = labels[val_idx]
-    best: tuple[float, float] | None = None
-    best_state, best_epoch, history = copy.deepcopy(head.state_dict()), 0, []
+    selector, history = EpochSelector(), []
     for epoch in range(cfg.epochs):
         head.train()
         order = torch.randperm(len(x_train), generator=gen)
@@ -129,20 +151,12 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(b)
-        row = {"epoch": epoch + 1, "train_loss": total / len(order)}
-        if len(val_idx):
-            probs = head_probabilities(head, features, val_idx, cfg.head, K)
-            acc = float((probs.argmax(1) == y_val).mean())
-            nll = float(-np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-12, None)).mean())
-            row.update(val_accuracy=acc, val_loss=nll)
-            if best is None or (acc, -nll) > best:
-                best, best_state, best_epoch = (acc, -nll), copy.deepcopy(head.state_dict()), epoch + 1
-        else:  # no validation videos: the last epoch is the only honest choice
-            best_state, best_epoch = copy.deepcopy(head.state_dict()), epoch + 1
-        history.append(row)
-    head.load_state_dict(best_state)
+        probs = head_probabilities(head, features, val_idx, cfg.head, K) if len(val_idx) else None
+        scores = selector.consider(epoch + 1, head, probs, labels[val_idx])
+        history.append({"epoch": epoch + 1, "train_loss": total / len(order), **scores})
+    head.load_state_dict(selector.state)
     head.eval()
-    return TrainedHead(head, best_epoch, best[0] if best else float("nan"), history)
+    return TrainedHead(head, selector.epoch, selector.accuracy, history)
 
 
 class VideoClassifier(nn.Module):
@@ -191,8 +205,7 @@ def finetune(encoder: VideoViT, store: FrameStore, labels: np.ndarray, train_idx
     T, size, d = encoder.cfg.num_frames, encoder.cfg.img_size, encoder_cfg.data
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best: tuple[float, float] | None = None
-    best_state, best_epoch, history = copy.deepcopy(clf.state_dict()), 0, []
+    selector, history = EpochSelector(), []
     for epoch in track(range(cfg.epochs), total=cfg.epochs, description="fine-tuning", enabled=progress):
         clf.train()
         order = rng.permutation(train_idx)
@@ -215,22 +228,12 @@ def finetune(encoder: VideoViT, store: FrameStore, labels: np.ndarray, train_idx
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(batch)
-        row = {"epoch": epoch + 1, "train_loss": total / max(len(order), 1)}
-        if len(val_idx):
-            probs = clf.predict_proba(substore(store, val_idx))
-            y = labels[val_idx]
-            acc = float((probs.argmax(1) == y).mean())
-            nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
-            row.update(val_accuracy=acc, val_loss=nll)
-            if best is None or (acc, -nll) > best:
-                best, best_state, best_epoch = (acc, -nll), copy.deepcopy(clf.state_dict()), epoch + 1
-        else:
-            best_state, best_epoch = copy.deepcopy(clf.state_dict()), epoch + 1
-        history.append(row)
-        clf.head.to(device)
-    clf.load_state_dict(best_state)
+        probs = clf.predict_proba(substore(store, val_idx)) if len(val_idx) else None
+        scores = selector.consider(epoch + 1, clf, probs, labels[val_idx])
+        history.append({"epoch": epoch + 1, "train_loss": total / max(len(order), 1), **scores})
+    clf.load_state_dict(selector.state)
     clf.eval()
-    return clf, TrainedHead(clf.head, best_epoch, best[0] if best else float("nan"), history)
+    return clf, TrainedHead(clf.head, selector.epoch, selector.accuracy, history)
 
 
 def substore(store: FrameStore, index: np.ndarray) -> FrameStore:
