@@ -34,11 +34,12 @@ from .errors import ConfigError, DataError, PicoJepaError
 from .features import Features, extract_features
 from .figures import experiment_figures
 from .heads import HEAD_TYPES, uses_pooled_features
+from .models import VideoViT
 from .progress import info
 from .report import ReportInputs, build_report, format_terminal_tables, write_report
 from .splits import load_splits, save_splits, stratified_shards, stratified_split
 from .train import load_encoder, pretrain
-from .train.checkpoint import ENCODER_FILE
+from .train.checkpoint import ENCODER_FILE, read_run_config
 from .utils import resolve_device, write_json
 
 MODES = ("shared", "independent")
@@ -209,7 +210,7 @@ def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, c
     result = pretrain(cfg, pool, run_dir, resume=resume, progress=progress, cache_dir=cache_dir)
     return {"run_dir": str(run_dir), "clip_steps": result.clips_seen, "steps": result.steps,
             "videos": result.videos, "seconds": round(result.seconds, 1), "skipped": len(result.skipped),
-            "params": sum(p.numel() for p in load_encoder(run_dir).parameters())}
+            "params": read_run_config(run_dir)["encoder_params"]}
 
 
 def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int, tokens: bool,
@@ -299,6 +300,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     C = len(data.class_names)
     val, test = data.split_idx["val"], data.split_idx["test"]
     val_probs, test_probs, heads_meta = {}, {}, {}
+    loaded: dict[str, VideoViT] = {}
     for member in members:
         train_idx = data.split_idx["train"] if member.name == "general" else data.shard_idx[
             int(member.name.split("_")[1]) - 1]
@@ -308,8 +310,10 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         feats = features[member.encoder]
         val_probs[member.name] = head_probabilities(trained.head, feats, val, member.head, settings.num_clips)
         test_probs[member.name] = head_probabilities(trained.head, feats, test, member.head, settings.num_clips)
-        _save_member(out, member, trained, probe, encoders_root / member.encoder, configs[member.encoder], data,
-                     train_idx)
+        if member.encoder not in loaded:  # each encoder read once, not once per member
+            loaded[member.encoder] = load_encoder(encoders_root / member.encoder)
+        _save_member(out, member, trained, probe, encoders_root / member.encoder, loaded[member.encoder],
+                     configs[member.encoder], data, train_idx)
         heads_meta[member.name] = {"head": member.head, "encoder": member.encoder, "train_videos": len(train_idx),
                                    "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy}
     timings["heads"] = time.perf_counter() - t
@@ -371,8 +375,7 @@ def _check_settings(out: Path, settings: ExperimentSettings) -> None:
 
 
 def _save_member(out: Path, member: Member, trained: TrainedHead, probe: ProbeConfig, encoder_dir: Path,
-                 cfg: Config, data: LabelledData, train_idx: np.ndarray) -> None:
-    encoder = load_encoder(encoder_dir)
+                 encoder: VideoViT, cfg: Config, data: LabelledData, train_idx: np.ndarray) -> None:
     clf = VideoClassifier(encoder, trained.head, member.head, data.class_names, cfg, probe.num_clips)
     save_classifier(out / "classifiers" / member.name, clf, encoder_dir, probe, trained,
                     train_videos=[data.paths[i] for i in train_idx])

@@ -83,7 +83,8 @@ class ClipCache:
         except OSError as e:
             raise DataError(f"cannot create the clip cache folder {self.root}: {e.strerror or e}") from e
         missing = [v for v in videos if not _exists(self, v)]
-        ok = [v for v in videos if v not in set(missing)]
+        missing_set = set(missing)
+        ok = [v for v in videos if v not in missing_set]
         problems: list[Problem] = []
         if not missing:
             return list(videos), problems

@@ -44,13 +44,6 @@ class VideoInfo:
     height: int
 
 
-def available_decoders() -> list[str]:
-    names = ["pyav"] if importlib.util.find_spec("av") else []
-    if importlib.util.find_spec("torchcodec"):
-        names.append("torchcodec")
-    return names
-
-
 def choose_decoder(name: str = "auto") -> str:
     """``auto`` prefers torchcodec when it imports, else PyAV."""
     if name == "auto":
