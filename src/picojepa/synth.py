@@ -27,7 +27,7 @@ import numpy as np
 from .errors import DataError
 from .utils import atomic_write, write_json, write_text
 
-GENERATOR_VERSION = "picojepa-synth-1"
+GENERATOR_VERSION = "picojepa-synth-2"
 
 CLASS_NAMES: tuple[str, ...] = (
     "move_left",
@@ -493,20 +493,52 @@ def pick_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
+def rgb_to_yuv420p(frames: np.ndarray) -> list[np.ndarray]:
+    """(T, H, W, 3) uint8 RGB -> [Y (T, H, W), U (T, H/2, W/2), V (T, H/2, W/2)] uint8 (BT.601, limited range)."""
+    # Converted here rather than by swscale so the pixels handed to the encoder are exactly ours.
+    rgb = frames.astype(np.float64)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    cb = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
+    cr = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
+    t, h, w = y.shape
+
+    def subsample(plane: np.ndarray) -> np.ndarray:
+        return plane.reshape(t, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+
+    return [np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (y, subsample(cb), subsample(cr))]
+
+
+def _yuv_frame(planes: Sequence[np.ndarray], index: int) -> av.VideoFrame:
+    """A yuv420p frame whose every byte is set, row padding included (PyAV leaves it uninitialised)."""
+    height, width = planes[0].shape[1:]
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, source in zip(frame.planes, planes, strict=True):
+        padded = np.zeros((plane.height, plane.line_size), dtype=np.uint8)
+        padded[:, : plane.width] = source[index]
+        plane.update(padded.tobytes())
+    frame.pts = index
+    return frame
+
+
 def encode_video(frames: np.ndarray, path: str | Path, fps: int, codec: str) -> None:
     """Write (T, H, W, 3) uint8 RGB frames as a yuv420p mp4, single-threaded so bytes are deterministic."""
     height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"frame sides must be even for yuv420p, got {height}x{width}")
+    planes = rgb_to_yuv420p(frames)
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
         if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast"}
+            # No lookahead (hence no MB-tree): with it, x264 gave different bytes and pixels for the same
+            # frames depending on what the process had encoded before (measured: 58 of 120 re-encodes).
+            stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "rc-lookahead=0"}
         else:
             stream.bit_rate = max(400_000, 3 * width * height * fps)
-        for array in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            container.mux(stream.encode(frame))
+        for index in range(len(frames)):
+            container.mux(stream.encode(_yuv_frame(planes, index)))
         container.mux(stream.encode(None))
 
 
@@ -629,6 +661,12 @@ def _check_reusable(out: Path, params: dict[str, Any], overwrite: bool) -> dict[
     same = meta is not None and meta.get("params") == params
     if same and meta.get("generator_version") == GENERATOR_VERSION:
         return meta
+    if same and meta.get("generator") == "picojepa.synth":
+        # Our own files from an older generator: the same request now renders differently, so replace them.
+        print(f"synth: {out} was made by {meta.get('generator_version')!r}; regenerating with "
+              f"{GENERATOR_VERSION!r}", file=sys.stderr, flush=True)
+        _remove_previous(out, meta)
+        return None
     if overwrite:
         _remove_previous(out, meta)
         return None
