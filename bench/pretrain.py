@@ -61,7 +61,7 @@ def synthetic_batches(trainer: Trainer, batch: int, side: int, device: torch.dev
     frames = torch.randint(0, 256, (batch, trainer.cfg.model.num_frames, side, side, 3), generator=g,
                            dtype=torch.uint8).to(device)
     ring = [trainer.masks(batch, [0, i]) for i in range(8)]
-    ring = [type(m)(m.keep.to(device), m.target.to(device), m.spatial) for m in ring]
+    ring = [[type(m)(m.keep.to(device), m.target.to(device), m.spatial) for m in masks] for masks in ring]
     step = 0
     while True:
         yield TrainBatch(frames, ring[step % len(ring)], step, [])

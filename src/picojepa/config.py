@@ -40,6 +40,11 @@ class MaskConfig:
     ratio: float = 0.75  # fraction of spatial positions masked (the same in every time slice)
     block_scale: tuple[float, float] = (0.10, 0.30)  # area of one block, as a fraction of the frame
     block_aspect: tuple[float, float] = (0.75, 1.5)
+    # V-JEPA draws two masks per clip, each with its own context, prediction and loss: the one above
+    # (short range: several small blocks) and, when ``long_range``, a second one of a few large blocks.
+    long_range: bool = False
+    long_ratio: float = 0.85
+    long_block_scale: tuple[float, float] = (0.5, 0.8)
 
 
 @dataclass
@@ -71,6 +76,15 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_start: float = 0.996
     ema_end: float = 1.0
+    # At most this fraction of the saved (EMA) encoder may still be its initialisation: the momentum is
+    # capped so that the product of all momenta stays below it, however short the run.
+    ema_max_init_fraction: float = 0.01
+    # Schedules are laid out over stretch × the run's steps (V-JEPA's "ipe_scale"): the LR never reaches
+    # its floor and the momentum ends below its final value.
+    schedule_stretch: float = 1.25
+    regularizer: str = "none"  # none | sigreg | vicreg: anti-collapse term on the context encoder's tokens
+    reg_weight: float = 0.05
+    sigreg_directions: int = 256
     loss: str = "l1"  # l1 | smooth_l1 | l2
     seed: int = 0
     log_every: int = 10
@@ -226,6 +240,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"mask.type must be multiblock or tube, got {cfg.mask.type!r}")
     if not 0.0 < cfg.mask.ratio < 1.0:
         raise ConfigError(f"mask.ratio must be in (0, 1), got {cfg.mask.ratio}")
+    if cfg.mask.long_range and not 0.0 < cfg.mask.long_ratio < 1.0:
+        raise ConfigError(f"mask.long_ratio must be in (0, 1), got {cfg.mask.long_ratio}")
+    if cfg.train.regularizer not in ("none", "sigreg", "vicreg"):
+        raise ConfigError(f"train.regularizer must be none, sigreg or vicreg, got {cfg.train.regularizer!r}")
+    if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:
+        raise ConfigError("train.ema_max_init_fraction must be in (0, 1]")
+    if cfg.train.schedule_stretch < 1.0:
+        raise ConfigError("train.schedule_stretch must be ≥ 1")
     if cfg.train.loss not in ("l1", "smooth_l1", "l2"):
         raise ConfigError(f"train.loss must be l1, smooth_l1 or l2, got {cfg.train.loss!r}")
     if cfg.data.decoder not in ("auto", "pyav", "torchcodec"):

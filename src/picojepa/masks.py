@@ -14,6 +14,7 @@ index tensors stack without padding. Indices follow the encoder's time-major tok
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -103,3 +104,25 @@ class MaskGenerator:
         spatial = self.spatial(rng, batch_size)
         keep, target = spatial_to_indices(spatial, self.grid[0])
         return MaskBatch(torch.from_numpy(keep), torch.from_numpy(target), torch.from_numpy(spatial))
+
+
+def mask_configs(cfg: MaskConfig) -> list[MaskConfig]:
+    """The generators a config asks for: itself, then V-JEPA's long-range one when enabled."""
+    configs = [dataclasses.replace(cfg, long_range=False)]
+    if cfg.long_range:
+        configs.append(dataclasses.replace(cfg, type="multiblock", ratio=cfg.long_ratio,
+                                           block_scale=cfg.long_block_scale, long_range=False))
+    return configs
+
+
+class MaskSampler:
+    """One :class:`MaskBatch` per generator of a config, each from its own seeded stream; the first one
+    is exactly what a lone :class:`MaskGenerator` with the same seed would draw."""
+
+    def __init__(self, grid: tuple[int, int, int], cfg: MaskConfig) -> None:
+        self.grid = grid
+        self.generators = [MaskGenerator(grid, c) for c in mask_configs(cfg)]
+
+    def __call__(self, batch_size: int, seed: int | list[int]) -> list[MaskBatch]:
+        base = [seed] if isinstance(seed, int) else list(seed)
+        return [gen(batch_size, base if g == 0 else [*base, 1000 + g]) for g, gen in enumerate(self.generators)]

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import Config, cache_size
-from ..masks import MaskBatch, MaskGenerator
+from ..masks import MaskBatch, MaskSampler
 from .cache import CacheSettings, ClipCache
 from .decode import VideoError, choose_decoder, decode_strided
 
@@ -60,12 +60,12 @@ def cache_settings(cfg: Config) -> CacheSettings:
 @dataclass
 class TrainBatch:
     frames: torch.Tensor  # (B, T, S, S, 3) uint8
-    masks: MaskBatch
+    masks: list[MaskBatch]  # one per mask generator
     step: int
     failed: list[tuple[str, str]]  # videos that failed to decode in this batch: (path, reason)
 
     def pin_memory(self) -> TrainBatch:
-        return TrainBatch(self.frames.pin_memory(), self.masks.pin_memory(), self.step, self.failed)
+        return TrainBatch(self.frames.pin_memory(), [m.pin_memory() for m in self.masks], self.step, self.failed)
 
 
 class TrainClips(Dataset):
@@ -112,7 +112,7 @@ class EpochBatchSampler(Sampler):
 class MaskingCollator:
     """Stacks clips and draws the batch's masks on the loading side, seeded by (seed, step)."""
 
-    def __init__(self, masks: MaskGenerator, seed: int) -> None:
+    def __init__(self, masks: MaskSampler, seed: int) -> None:
         self.masks = masks
         self.seed = seed
 
@@ -125,7 +125,7 @@ class MaskingCollator:
         return TrainBatch(frames, self.masks(len(clips), [self.seed, 7, step]), step, failed)  # type: ignore[arg-type]
 
 
-def train_loader(store: FrameStore, cfg: Config, masks: MaskGenerator, total_steps: int, start_step: int,
+def train_loader(store: FrameStore, cfg: Config, masks: MaskSampler, total_steps: int, start_step: int,
                  batch_size: int, pin_memory: bool = False) -> DataLoader:
     dataset = TrainClips(store, cfg.model.num_frames, cfg.train.seed)
     sampler = EpochBatchSampler(len(store), batch_size, cfg.train.seed, total_steps, start_step)

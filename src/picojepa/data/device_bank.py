@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..masks import MaskGenerator
+from ..masks import MaskSampler
 from .dataset import EpochBatchSampler, FrameStore, TrainBatch
 
 
@@ -51,7 +51,7 @@ class DeviceClipBank:
         t = torch.minimum(t, self.lengths[idx][:, None] - 1)
         return self.frames[idx[:, None], t]
 
-    def batches(self, masks: MaskGenerator, batch_size: int, total_steps: int, start_step: int = 0,
+    def batches(self, masks: MaskSampler, batch_size: int, total_steps: int, start_step: int = 0,
                 prefetch: int = 4) -> Iterator[TrainBatch]:
         sampler = EpochBatchSampler(len(self.lengths), batch_size, self.seed, total_steps, start_step)
         lengths = self.lengths.tolist()
@@ -65,7 +65,7 @@ class DeviceClipBank:
                     starts.append(int(rng.integers(0, max(1, lengths[index] - self.num_frames + 1))))
                 step = keys[0][2]
                 mask = masks(len(keys), [self.seed, 7, step])
-                mask = mask.pin_memory() if self.device.type == "cuda" else mask
+                mask = [m.pin_memory() for m in mask] if self.device.type == "cuda" else mask
                 plan.put(([k[0] for k in keys], starts, step, mask))
             plan.put(None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,20 +12,25 @@ from torch import nn
 
 from ..config import ModelConfig
 from .predictor import Predictor
+from .regularizers import regularizer_loss
 from .vit import VideoViT, gather_tokens
 
 
 @dataclass
 class StepOutput:
-    loss: torch.Tensor
-    targets: torch.Tensor  # (B, M, D) layer-normalised target features, detached
+    loss: torch.Tensor  # what is optimised: mean prediction loss over the masks + weighted regulariser
+    targets: torch.Tensor  # (B, M, D) layer-normalised target features of the first mask, detached
+    prediction_loss: torch.Tensor  # detached, for logging
+    regularizer: torch.Tensor  # detached, 0 when none
 
 
 class JEPA(nn.Module):
-    def __init__(self, cfg: ModelConfig, loss: str = "l1") -> None:
+    def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
+                 sigreg_directions: int = 256) -> None:
         super().__init__()
         self.cfg = cfg
         self.loss_name = loss
+        self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
         self.encoder = VideoViT(cfg)
         self.predictor = Predictor(cfg, self.encoder.grid)
         self.target_encoder = copy.deepcopy(self.encoder)
@@ -36,20 +42,35 @@ class JEPA(nn.Module):
         self.target_encoder.eval()  # never dropout/noise in the target
         return self
 
-    def forward(self, video: torch.Tensor, keep: torch.Tensor, target: torch.Tensor,
-                context_only: bool = True) -> StepOutput:
-        """video (B, C, T, H, W); keep (B, K) context and target (B, M) masked token indices.
+    def forward(self, video: torch.Tensor, keep: torch.Tensor | Sequence[torch.Tensor],
+                target: torch.Tensor | Sequence[torch.Tensor], context_only: bool = True,
+                generator: torch.Generator | None = None) -> StepOutput:
+        """video (B, C, T, H, W); keep (B, K) context and target (B, M) masked token indices, or one pair per
+        mask generator (V-JEPA's short- and long-range masks): the target encoder runs once, the context
+        encoder and predictor once per mask, and the prediction losses are averaged.
 
         ``context_only=False`` runs the context encoder on every token and gathers the visible ones
         afterwards: it leaks masked content and exists only to measure what dropping tokens saves.
         """
+        keeps = [keep] if isinstance(keep, torch.Tensor) else list(keep)
+        targets_idx = [target] if isinstance(target, torch.Tensor) else list(target)
         with torch.no_grad():
             feats = self.target_encoder(video)
             feats = F.layer_norm(feats, feats.shape[-1:])
-            targets = gather_tokens(feats, target)
-        context = self.encoder(video, keep) if context_only else gather_tokens(self.encoder(video), keep)
-        pred = self.predictor(context, keep, target)
-        return StepOutput(jepa_loss(pred, targets, self.loss_name), targets)
+        losses, contexts, first_targets = [], [], None
+        for k, t in zip(keeps, targets_idx, strict=True):
+            targets = gather_tokens(feats, t)
+            first_targets = targets if first_targets is None else first_targets
+            context = self.encoder(video, k) if context_only else gather_tokens(self.encoder(video), k)
+            contexts.append(context)
+            losses.append(jepa_loss(self.predictor(context, k, t), targets, self.loss_name))
+        prediction = torch.stack(losses).mean()
+        reg = torch.zeros((), device=video.device)
+        if self.regularizer != "none" and self.reg_weight > 0:
+            reg = regularizer_loss(self.regularizer, torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts]),
+                                   self.sigreg_directions, generator)
+        loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
+        return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 
     @torch.no_grad()
     def update_target(self, momentum: float, foreach: bool = True) -> None:

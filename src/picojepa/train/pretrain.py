@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -23,14 +24,15 @@ from ..data.prepare import PreparedData, prepare_videos, skipped_records
 from ..data.sources import VideoSet, load_videos
 from ..data.transforms import random_resized_crop_params, train_transform
 from ..errors import PicoJepaError
-from ..masks import MaskGenerator
+from ..masks import MaskSampler
 from ..models import JEPA, train_flops_per_clip
+from ..models.jepa import StepOutput
 from ..perf import peak_flops
 from ..progress import console, info, make_progress, warn
 from ..utils import resolve_device, write_json
 from . import checkpoint as ckpt
 from .diagnostics import effective_rank, feature_std
-from .schedules import cosine_increase, linear, warmup_cosine
+from .schedules import capped_momenta, cosine_increase, linear, warmup_cosine
 
 
 @dataclass
@@ -59,21 +61,31 @@ def build_optimizer(model: JEPA, cfg: Config, device: torch.device, fused: bool 
 
 
 class Schedules:
+    """LR, weight decay and EMA momentum per step, laid out over ``schedule_stretch`` × the run's steps,
+    with the momentum capped so the EMA encoder ends with ≤ ``ema_max_init_fraction`` of its init."""
+
     def __init__(self, cfg: Config, total_steps: int) -> None:
         self.cfg, self.total = cfg, total_steps
+        self.span = max(1, round(cfg.train.schedule_stretch * total_steps))
         self.warmup = round(cfg.train.warmup_fraction * total_steps)
+        t = cfg.train
+        uncapped = [linear(s, self.span, t.ema_start, t.ema_end) for s in range(total_steps)]
+        self.momenta = capped_momenta(uncapped, t.ema_max_init_fraction)
 
     def lr(self, step: int) -> float:
         t = self.cfg.train
-        return warmup_cosine(step, self.total, t.lr, t.min_lr, self.warmup)
+        return warmup_cosine(step, self.span, t.lr, t.min_lr, self.warmup)
 
     def weight_decay(self, step: int) -> float:
         t = self.cfg.train
-        return cosine_increase(step, self.total, t.weight_decay, t.final_weight_decay)
+        return cosine_increase(step, self.span, t.weight_decay, t.final_weight_decay)
 
     def momentum(self, step: int) -> float:
-        t = self.cfg.train
-        return linear(step, self.total, t.ema_start, t.ema_end)
+        return self.momenta[min(step, len(self.momenta) - 1)] if self.momenta else self.cfg.train.ema_start
+
+    def init_fraction(self) -> float:
+        """Share of the EMA encoder's initial weights left after the whole run."""
+        return math.prod(self.momenta)
 
 
 def data_signature(prepared: PreparedData, cfg: Config) -> str:
@@ -111,10 +123,11 @@ class Trainer:
                  compile_mode: str | None = None) -> None:
         self.cfg, self.device, self.total_steps = cfg, device, total_steps
         torch.manual_seed(cfg.train.seed)
-        self.model = JEPA(cfg.model, cfg.train.loss).to(device)
+        t = cfg.train
+        self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions).to(device)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
         self.schedules = Schedules(cfg, total_steps)
-        self.masks = MaskGenerator(self.model.encoder.grid, cfg.mask)
+        self.masks = MaskSampler(self.model.encoder.grid, cfg.mask)
         amp = device.type == "cuda" if amp is None else amp  # bf16 autocast is far slower on CPU
         self.amp_dtype = torch.bfloat16 if amp else None
         self.foreach_ema, self.context_only = foreach_ema, context_only
@@ -129,27 +142,28 @@ class Trainer:
         params = random_resized_crop_params(frames.shape[0], (d.min_scale, d.max_scale), (3 / 4, 4 / 3), d.hflip, gen)
         return train_transform(frames, self.cfg.model.img_size, params, self.amp_dtype or torch.float32)
 
-    def step(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update. Returns the (device) loss and the target features for diagnostics."""
+    def step(self, batch: TrainBatch) -> StepOutput:
+        """One update. Returns the (device, detached) losses and the target features for diagnostics."""
         step = batch.step
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedules.lr(step)
             if group["apply_wd"]:
                 group["weight_decay"] = self.schedules.weight_decay(step)
         frames = batch.frames.to(self.device, non_blocking=True)
-        keep = batch.masks.keep.to(self.device, non_blocking=True)
-        target = batch.masks.target.to(self.device, non_blocking=True)
+        keep = [m.keep.to(self.device, non_blocking=True) for m in batch.masks]
+        target = [m.target.to(self.device, non_blocking=True) for m in batch.masks]
         video = self.augment(frames, step)
         self.model.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.model(video, keep, target, context_only=self.context_only)
+            out = self.model(video, keep, target, context_only=self.context_only,
+                             generator=torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 13, step)))
         out.loss.backward()
         if self.cfg.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.update_target(self.schedules.momentum(step), foreach=self.foreach_ema)
-        return out.loss.detach(), out.targets
+        return StepOutput(out.loss.detach(), out.targets, out.prediction_loss, out.regularizer)
 
     def state(self, step: int, signature: str, skipped: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -288,6 +302,7 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
     log_every, ckpt_every = max(1, cfg.train.log_every), max(1, cfg.train.checkpoint_every)
     seen_failures = {s["path"] for s in skipped}
     loss_sum = torch.zeros((), device=trainer.device)
+    parts_sum = torch.zeros(2, device=trainer.device)  # prediction loss, regulariser
     clips_since, steps_since, last_log = 0, 0, time.perf_counter()
     loss_value, step = float("nan"), start_step
     targets = torch.zeros(1, 1)
@@ -303,8 +318,10 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                         skipped.append({"path": path, "reason": reason, "line": None, "stage": "train"})
                         warn(f"skipping {path}: {reason}")
                 if batch.frames.shape[0] > 0:
-                    loss, targets = trainer.step(batch)
-                    loss_sum += loss
+                    update = trainer.step(batch)
+                    targets = update.targets
+                    loss_sum += update.loss
+                    parts_sum += torch.stack([update.prediction_loss, update.regularizer])
                     steps_since += 1
                     clips_since += batch.frames.shape[0]
                 step = batch.step + 1
@@ -314,8 +331,10 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                     now = time.perf_counter()
                     loss_value = float(loss_sum) / max(steps_since, 1)
                     rate = clips_since / max(now - last_log, 1e-9)
+                    prediction, regularizer = (parts_sum / max(steps_since, 1)).tolist()
                     row = {
                         "step": step, "epoch": (step - 1) // steps_per_epoch, "loss": loss_value,
+                        "prediction_loss": prediction, "regularizer": regularizer,
                         "lr": trainer.schedules.lr(step - 1), "weight_decay": trainer.schedules.weight_decay(step - 1),
                         "momentum": trainer.schedules.momentum(step - 1), "clips_per_s": rate,
                         "tflops": rate * flops / 1e12, "target_std": feature_std(targets),
@@ -328,6 +347,7 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                     status = f"loss {loss_value:.4f} · {rate:.1f} clips/s · rank {row['target_rank']:.1f}"
                     bar.update(task, completed=step, status=status)
                     loss_sum.zero_()
+                    parts_sum.zero_()
                     clips_since, steps_since, last_log = 0, 0, now
                 else:
                     bar.update(task, completed=step)

@@ -1,0 +1,56 @@
+"""Anti-collapse terms on a batch of embeddings (N, D): each is one function, testable on its own.
+
+- ``sigreg``: LeJEPA's Sketched Isotropic Gaussian Regulariser (Balestriero & LeCun, 2025). Random 1-D
+  projections of the embeddings are compared with a standard normal through the Epps–Pulley statistic:
+  the weighted squared distance between their empirical characteristic function and exp(−t²/2).
+  Near 0 for isotropic Gaussian samples, large for collapsed ones.
+- ``vicreg``: variance hinge (every dimension's std ≥ 1) plus the squared off-diagonal covariances,
+  as in VICReg / C-JEPA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def epps_pulley(samples: torch.Tensor, knots: int = 17, t_max: float = 3.0) -> torch.Tensor:
+    """Epps–Pulley statistic of each column of ``samples`` (N, M) against N(0, 1) → (M,).
+
+    N · ∫₀^t_max |φ̂(t) − e^{−t²/2}|² e^{−t²/2} dt, with φ̂ the empirical characteristic function; the
+    integrand is even in t, so integrating over [0, t_max] (trapezoid rule) covers both halves.
+    """
+    t = torch.linspace(0.0, t_max, knots, device=samples.device, dtype=torch.float32)
+    phase = samples.float()[..., None] * t  # (N, M, K)
+    real, imag = phase.cos().mean(0), phase.sin().mean(0)  # (M, K)
+    gauss = torch.exp(-0.5 * t * t)
+    integrand = ((real - gauss) ** 2 + imag**2) * gauss
+    return samples.shape[0] * torch.trapezoid(integrand, t, dim=-1)
+
+
+def sigreg(embeddings: torch.Tensor, num_directions: int = 256,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mean Epps–Pulley statistic of ``num_directions`` random unit projections of (N, D) embeddings."""
+    flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
+    directions = torch.randn(flat.shape[-1], num_directions, generator=generator, device="cpu").to(flat.device)
+    directions = directions / directions.norm(dim=0, keepdim=True)
+    return epps_pulley(flat @ directions).mean()
+
+
+def vicreg(embeddings: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Variance hinge + covariance penalty of (N, D) embeddings (the two VICReg terms, weighted 1:1)."""
+    flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
+    centred = flat - flat.mean(dim=0)
+    std = torch.sqrt(centred.var(dim=0) + eps)
+    variance = torch.relu(1.0 - std).mean()
+    cov = centred.T @ centred / max(flat.shape[0] - 1, 1)
+    off_diagonal = cov - torch.diag(torch.diag(cov))
+    return variance + (off_diagonal**2).sum() / flat.shape[-1]
+
+
+def regularizer_loss(kind: str, embeddings: torch.Tensor, num_directions: int = 256,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    if kind == "sigreg":
+        return sigreg(embeddings, num_directions, generator)
+    if kind == "vicreg":
+        return vicreg(embeddings)
+    raise ValueError(f"unknown regularizer {kind!r}")
