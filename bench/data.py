@@ -6,7 +6,7 @@
 Every line carries the machine (CPU count, load average), library versions, the settings and the
 median wall time of the repeats that follow one warm-up. Decoding rates are given per video, per
 strided output frame and per 8-frame-clip equivalent (output frames / 8), with compressed input MB/s.
-Sets: the shared real clips, a small synthetic set (``picojepa.synth``) and "kinetics-like" files
+Sets: the shared real clips, a small synthetic set (``picojepa.datasets.synth``) and "kinetics-like" files
 written here (H.264, 10 s at 30 fps, 480x360, a keyframe every 250 frames, one with AAC audio).
 Every decoder that works here is measured (torchcodec only where it imports).
 """
@@ -34,8 +34,8 @@ from picojepa.data.check import check_videos
 from picojepa.data.dataset import FrameStore, train_loader
 from picojepa.data.decode import _torchcodec_works, decode_strided
 from picojepa.data.sources import VideoItem, VideoSet
+from picojepa.datasets.synth import generate_dataset
 from picojepa.masks import MaskGenerator
-from picojepa.synth import generate_dataset
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-clips"
 MB = 1e6

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from picojepa.classifier import ProbeConfig, TrainedHead, VideoClassifier, load_classifier, save_classifier
 from picojepa.config import load_config
 from picojepa.data.dataset import FrameStore, cache_settings, eval_loader
-from picojepa.heads import make_head
+from picojepa.datasets.synth import generate_dataset
+from picojepa.experiment.predict import predict
 from picojepa.models import VideoViT, encoder_flops_per_clip
-from picojepa.predict import predict
-from picojepa.synth import generate_dataset
+from picojepa.probe.classifier import ProbeConfig, TrainedHead, VideoClassifier, load_classifier, save_classifier
+from picojepa.probe.heads import make_head
 from picojepa.train.checkpoint import save_encoder, write_run_config
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from picojepa.ensemble import (
+from picojepa.ensemble.aggregation import (
     HARD_VOTE_TIE_RULE,
     Ensemble,
     PrecomputedMember,

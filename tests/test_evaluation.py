@@ -4,8 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from picojepa.errors import ConfigError, DataError
-from picojepa.evaluation import (
+from picojepa.ensemble.evaluation import (
     confidence_per_class,
     confusion_matrix,
     evaluate_model,
@@ -17,6 +16,7 @@ from picojepa.evaluation import (
     pairwise_disagreement,
     per_class_accuracy,
 )
+from picojepa.errors import ConfigError, DataError
 
 Y = np.array([0, 0, 0, 1, 1, 2])
 PRED = np.array([0, 0, 1, 1, 0, 2])

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from picojepa.classifier import load_classifier
 from picojepa.cli import app
+from picojepa.data.splits import load_splits
+from picojepa.datasets.synth import generate_dataset
+from picojepa.ensemble.report import recompute_from_predictions
 from picojepa.errors import CheckpointError, PicoJepaError
-from picojepa.experiment import ExperimentSettings, run_experiment
-from picojepa.report import recompute_from_predictions
-from picojepa.splits import load_splits
-from picojepa.synth import generate_dataset
+from picojepa.experiment.run import ExperimentSettings, run_experiment
+from picojepa.probe.classifier import load_classifier
 
 CLASSES = ["move_left", "move_right", "rotate_cw", "rotate_ccw"]
 FAST = ["data.num_workers=0", "train.epochs=1", "train.batch_size=8"]

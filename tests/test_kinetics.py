@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from picojepa.datasets.kinetics import build_kinetics_subsets
+from picojepa.datasets.synth import encode_video
 from picojepa.errors import DataError
-from picojepa.kinetics import build_kinetics_subsets
-from picojepa.synth import encode_video
 
 # Folder names as they appear on disk: spaces, underscores and a comma.
 CLASS_FOLDERS = {

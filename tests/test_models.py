@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from picojepa import embed_frames
 from picojepa.config import MaskConfig, preset
 from picojepa.masks import MaskGenerator
 from picojepa.models import JEPA, VideoViT, train_flops_per_clip
@@ -75,9 +76,11 @@ def test_full_forward_shapes_and_embed(tiny_cfg):
     emb = encoder.embed(video)
     assert emb.pooled.shape == (2, tiny_cfg.embed_dim)
     assert emb.grid.shape == (2, *encoder.grid, tiny_cfg.embed_dim)
-    # Raw uint8 frames of another size are resized and normalised first.
+    # Raw uint8 frames go through embed_frames, the feature-extraction path.
     raw = torch.randint(0, 255, (1, tiny_cfg.num_frames, 45, 67, 3), dtype=torch.uint8)
-    assert encoder.embed(raw).pooled.shape == (1, tiny_cfg.embed_dim)
+    with pytest.raises(TypeError, match="embed_frames"):
+        encoder.embed(raw)
+    assert embed_frames(encoder, raw).pooled.shape == (1, tiny_cfg.embed_dim)
     with pytest.raises(ValueError, match="expected a video"):
         encoder(torch.randn(1, 3, 4, 32, 32))
 

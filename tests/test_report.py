@@ -6,15 +6,15 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from picojepa.ensemble import Ensemble, best_single_member
-from picojepa.errors import ConfigError, DataError
-from picojepa.report import (
+from picojepa.ensemble.aggregation import Ensemble, best_single_member
+from picojepa.ensemble.report import (
     ReportInputs,
     build_report,
     format_terminal_tables,
     recompute_from_predictions,
     write_report,
 )
+from picojepa.errors import ConfigError, DataError
 
 CLASSES = ["archery", "bowling", "cycling"]
 

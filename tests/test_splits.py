@@ -4,8 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from picojepa.errors import ConfigError, DataError
-from picojepa.splits import (
+from picojepa.data.splits import (
     SPLIT_NAMES,
     ShardCoverageWarning,
     load_splits,
@@ -14,6 +13,7 @@ from picojepa.splits import (
     stratified_shards,
     stratified_split,
 )
+from picojepa.errors import ConfigError, DataError
 
 LABELS = np.repeat(np.arange(5), [3, 4, 7, 10, 23])  # includes classes at the 3-video minimum
 SHARD_LABELS = np.repeat(np.arange(5), [6, 8, 9, 12, 25])  # every class has >= 3 training videos

@@ -16,9 +16,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from picojepa import synth
+from picojepa.datasets import synth
+from picojepa.datasets.synth import CLASS_NAMES, generate_dataset, render_video
 from picojepa.errors import DataError
-from picojepa.synth import CLASS_NAMES, generate_dataset, render_video
 
 SMALL = {"classes": 3, "videos_per_class": 2, "size": 32, "frames": 8, "fps": 8, "seed": 1, "progress": False}
 

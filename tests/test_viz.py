@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from picojepa.cli import app
 from picojepa.config import preset
+from picojepa.ensemble.report import ReportInputs, write_report
 from picojepa.errors import ConfigError, DataError, PicoJepaError
 from picojepa.masks import MaskGenerator
 from picojepa.models import VideoViT
-from picojepa.report import ReportInputs, write_report
 from picojepa.train.checkpoint import save_encoder, write_run_config
 from picojepa.viz import (
     MODEL_COLORS,
@@ -245,8 +245,8 @@ def test_curves_command_and_errors(tiny_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """A small report (General, 3 Partials, 4 aggregations, 4 classes) written by picojepa.report."""
-    from picojepa.ensemble import Ensemble
+    """A small report (General, 3 Partials, 4 aggregations, 4 classes) written by picojepa.ensemble.report."""
+    from picojepa.ensemble.aggregation import Ensemble
 
     rng = np.random.default_rng(0)
     classes = ["archery", "bowling_ball", "playing_guitar", "cycling"]

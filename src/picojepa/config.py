@@ -264,8 +264,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.max_bad_fraction must be in [0, 1]")
 
 
+def default_cache_side(img_size: int) -> int:
+    """8/7 of the crop (the usual "resize 256, crop 224"), rounded to an even number."""
+    return int(round(img_size * 8 / 7 / 2) * 2)
+
+
 def cache_size(cfg: Config) -> int:
     """Side of the cached square frames: a margin above the crop so random crops have room."""
     if cfg.data.cache_size:
         return cfg.data.cache_size
-    return int(round(cfg.model.img_size * 8 / 7 / 2) * 2)
+    return default_cache_side(cfg.model.img_size)

@@ -156,15 +156,11 @@ class VideoViT(nn.Module):
 
     @torch.no_grad()
     def embed(self, video: torch.Tensor) -> Embedding:
-        """Pooled clip embedding (B, D) and token grid (B, T', H', W', D).
-
-        ``video`` is either a normalised float clip (B, C, T, H, W) at the model's size, or raw uint8
-        frames (B, T, H, W, C) of any size, which are resized (shorter side), centre-cropped and
-        normalised first.
-        """
+        """Pooled clip embedding (B, D) and token grid (B, T', H', W', D) of a normalised float clip
+        (B, C, T, H, W) at the model's size. Raw uint8 frames go through :func:`picojepa.embed_frames`,
+        which prepares them exactly as feature extraction does."""
         if video.dtype == torch.uint8:
-            from ..data.transforms import eval_transform
-
-            video = eval_transform(video.to(self.pos_embed.device), self.cfg.img_size)
+            raise TypeError("embed() takes a normalised float clip (B, C, T, H, W); for raw uint8 frames "
+                            "(B, T, H, W, 3) use picojepa.embed_frames(encoder, frames)")
         tokens = self.forward(video)
         return Embedding(tokens.mean(dim=1), tokens.view(tokens.shape[0], *self.grid, self.embed_dim))

@@ -1,7 +1,7 @@
 """Charts of the experiment report: per-class accuracy with the gaps vs General, confidence per class, and
 confusion matrices, each written as one PNG.
 
-The bar charts read the ``report.json`` dict (:func:`picojepa.report.build_report`); the confusion matrices
+The bar charts read the ``report.json`` dict (:func:`picojepa.ensemble.report.build_report`); the confusion matrices
 read ``predictions.csv`` (or the same labels and predictions as arrays).
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from matplotlib.lines import Line2D
 
+from ..ensemble.report import GENERAL, read_predictions_csv
 from ..errors import DataError
-from ..report import GENERAL, read_predictions_csv
 from .style import label_name, model_color, new_figure, save, styled, tick_rotation, wrap_labels
 
 MEAN_GROUP = "Mean\n(per class)"

@@ -139,7 +139,7 @@ def class_marker(index: int) -> str:
 
 def label_name(name: str) -> str:
     """``partial_3`` → ``Partial 3``; names that are not model names are shown as they are."""
-    from ..report import display_name, is_model_name
+    from ..ensemble.report import display_name, is_model_name
 
     if is_model_name(name) or name in MODEL_COLORS:
         return display_name(name)

@@ -44,7 +44,7 @@ def load_model(model_dir: str | Path, device: str = "cpu"):
     if "encoder" not in meta:
         return load_encoder(model_dir, device), config_from_run(model_dir)
     if meta.get("encoder_embedded"):  # fine-tuned: the classifier carries its own encoder
-        from ..classifier import load_classifier
+        from ..probe.classifier import load_classifier
 
         return load_classifier(model_dir, device).encoder.eval(), Config.from_dict(meta["encoder_config"])
     run_dir = Path((meta["encoder"] or {}).get("run_dir", ""))
@@ -71,7 +71,7 @@ def embed_videos(model_dir: str | Path, data: str | Path, videos_per_class: int 
     from data preparation), never replaced.
     """
     from ..data import load_videos, prepare_videos
-    from ..features import extract_features
+    from ..probe.features import extract_features
 
     encoder, cfg = load_model(model_dir, device)
     videos = load_videos(data)

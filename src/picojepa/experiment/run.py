@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import (
+from ..config import Config, load_config
+from ..data.prepare import PreparedData, prepare_videos
+from ..data.sources import VideoItem, VideoSet, load_videos
+from ..data.splits import load_splits, save_splits, stratified_shards, stratified_split
+from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_vote
+from ..ensemble.report import ReportInputs, build_report, format_terminal_tables, write_report
+from ..errors import ConfigError, DataError, PicoJepaError
+from ..models import VideoViT
+from ..probe.classifier import (
     ProbeConfig,
     TrainedHead,
     VideoClassifier,
@@ -26,21 +34,13 @@ from .classifier import (
     save_classifier,
     train_head,
 )
-from .config import Config, load_config
-from .data.prepare import PreparedData, prepare_videos
-from .data.sources import VideoItem, VideoSet, load_videos
-from .ensemble import METHODS, Ensemble, best_single_member, hard_vote
-from .errors import ConfigError, DataError, PicoJepaError
-from .features import Features, extract_features
+from ..probe.features import Features, extract_features
+from ..probe.heads import HEAD_TYPES, uses_pooled_features
+from ..progress import info
+from ..train import load_encoder, pretrain
+from ..train.checkpoint import ENCODER_FILE, read_run_config
+from ..utils import resolve_device, write_json
 from .figures import experiment_figures
-from .heads import HEAD_TYPES, uses_pooled_features
-from .models import VideoViT
-from .progress import info
-from .report import ReportInputs, build_report, format_terminal_tables, write_report
-from .splits import load_splits, save_splits, stratified_shards, stratified_split
-from .train import load_encoder, pretrain
-from .train.checkpoint import ENCODER_FILE, read_run_config
-from .utils import resolve_device, write_json
 
 MODES = ("shared", "independent")
 
@@ -216,8 +216,8 @@ def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, c
 def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int, tokens: bool,
               cache_dir: Path | None, out: Path, device: Any, progress: bool) -> Features:
     """Frozen features of every labelled video, cached under out/features keyed by the encoder's checksum."""
-    from .data.cache import ClipCache
-    from .data.dataset import FrameStore, cache_settings
+    from ..data.cache import ClipCache
+    from ..data.dataset import FrameStore, cache_settings
 
     key = hashlib.sha1(json.dumps([file_sha256(encoder_dir / ENCODER_FILE), num_clips, tokens, data.paths,
                                    cfg.to_dict()["data"]], default=str).encode()).hexdigest()[:16]
@@ -332,7 +332,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     write_json(out / "ensemble.json", {
         "members": [str(out / "classifiers" / m) for m in partials], "general": str(out / "classifiers/general"),
         "class_names": data.class_names, "methods": fitted, "best_single": best,
-        "fitted_on": "validation split", "tie_rule": "see picojepa.ensemble.HARD_VOTE_TIE_RULE"})
+        "fitted_on": "validation split", "tie_rule": "see picojepa.ensemble.aggregation.HARD_VOTE_TIE_RULE"})
 
     compute = _compute_table(settings, members, encoders, heads_meta)
     inputs = ReportInputs(

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import DataError
-from .utils import atomic_write, write_json
+from ..errors import DataError
+from ..utils import atomic_write, write_json
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 PRETRAIN_CSV = "pretrain.csv"

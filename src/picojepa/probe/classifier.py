@@ -22,15 +22,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import Config
-from .data.dataset import FrameStore, clip_indices
-from .data.transforms import random_resized_crop_params, train_transform
-from .errors import CheckpointError, ConfigError
+from ..config import Config
+from ..data.dataset import FrameStore, clip_indices
+from ..data.transforms import random_resized_crop_params, train_transform
+from ..errors import CheckpointError, ConfigError
+from ..models import VideoViT
+from ..train.checkpoint import ENCODER_FILE, config_from_run, load_encoder, load_state_strict
+from ..utils import atomic_write, write_json
 from .features import Features, encode_clips, extract_features
 from .heads import HEAD_TYPES, LinearHead, make_head, uses_pooled_features
-from .models import VideoViT
-from .train.checkpoint import ENCODER_FILE, config_from_run, load_encoder, load_state_strict
-from .utils import atomic_write, write_json
 
 CLASSIFIER_FILE = "classifier.safetensors"
 
@@ -192,7 +192,7 @@ def finetune(encoder: VideoViT, store: FrameStore, labels: np.ndarray, train_idx
              val_idx: np.ndarray, class_names: list[str], encoder_cfg: Config, cfg: ProbeConfig,
              device: torch.device, progress: bool = True) -> tuple[VideoClassifier, TrainedHead]:
     """Train a copy of the encoder together with the head on augmented random clips."""
-    from .progress import track
+    from ..progress import track
 
     torch.manual_seed(cfg.seed)
     encoder = copy.deepcopy(encoder).to(device).train()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 HEAD_TYPES = ("linear", "attentive", "mlp")
 

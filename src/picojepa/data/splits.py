@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import ConfigError, DataError
-from .utils import write_json
+from ..errors import ConfigError, DataError
+from ..utils import write_json
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLITS_FORMAT_VERSION = 1

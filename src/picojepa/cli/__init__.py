@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import PicoJepaError
+from ..errors import PicoJepaError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -19,7 +19,7 @@ app.add_typer(data_app, name="data")
 
 
 def _mount_viz() -> None:
-    from .viz.cli import viz_app
+    from .viz import viz_app
 
     app.add_typer(viz_app, name="viz", help="Pictures: mask views, t-SNE maps, training curves.")
 
@@ -47,7 +47,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 def build_config(preset: str, config: Path | None, overrides: list[str] | None, **fields: object):
     """Preset → YAML → --set → explicit flags (flags win). ``fields`` maps section.field → value or None."""
-    from .config import load_config, set_field, validate
+    from ..config import load_config, set_field, validate
 
     cfg = load_config(preset, config, overrides)
     for key, value in fields.items():
@@ -83,7 +83,7 @@ def pretrain(
     Writes OUT/encoder.safetensors (the EMA target encoder), config.json, checkpoint.pt (for
     --resume), metrics.jsonl and skipped.json (unusable videos with reasons).
     """
-    from .train import pretrain as run
+    from ..train import pretrain as run
 
     cfg = build_config(
         preset, config, overrides, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
@@ -104,8 +104,8 @@ def data_check(
 ) -> None:
     """Open every video and report each unusable one with its reason, and bad manifest rows with their
     line numbers. Exits with status 1 when anything is unusable."""
-    from .config import preset as get_preset
-    from .data import check_videos, load_videos
+    from ..config import preset as get_preset
+    from ..data import check_videos, load_videos
 
     cfg = get_preset(preset)
     videos = load_videos(path)
@@ -123,9 +123,9 @@ def presets(name: Annotated[str | None, typer.Argument(help="Show one preset in 
     """List the named configs, or print one as YAML (a starting point for --config)."""
     import yaml
 
-    from .config import PRESETS
-    from .config import preset as get_preset
-    from .models import train_flops_per_clip
+    from ..config import PRESETS
+    from ..config import preset as get_preset
+    from ..models import train_flops_per_clip
 
     if name:
         typer.echo(yaml.safe_dump(get_preset(name).to_dict(), sort_keys=False))
@@ -155,7 +155,7 @@ def synth(
 
     Writes OUT/<class>/<video>.mp4, OUT/classes.txt and OUT/meta.json; an existing set with the same
     settings is reused as is."""
-    from .synth import CLASS_NAMES, generate_dataset, resolve_classes
+    from ..datasets.synth import CLASS_NAMES, generate_dataset, resolve_classes
 
     chosen = int(classes) if classes.isdigit() else resolve_classes(classes)
     path = generate_dataset(out, classes=chosen, videos_per_class=videos_per_class, size=size, frames=frames,
@@ -177,7 +177,7 @@ def data_kinetics(
 ) -> None:
     """Build the published subsets from Kinetics-400/600/700 on disk: OUT/pretrain.csv (unlabelled, first
     C classes) and OUT/labelled.csv (video_name,label for M classes), reporting missing/unreadable files."""
-    from .kinetics import build_kinetics_subsets
+    from ..datasets.kinetics import build_kinetics_subsets
 
     report = build_kinetics_subsets(root, out, annotations=annotations, split=split,
                                     num_pretrain_classes=pretrain_classes, num_labelled_classes=labelled_classes,
@@ -205,8 +205,8 @@ def probe(
     """Train a classification head on a pretrained encoder: frozen features are computed once and cached,
     the head trains on the training split and the epoch is chosen by validation accuracy. Writes
     OUT/classifier.safetensors and OUT/config.json."""
-    from .classifier import ProbeConfig
-    from .probe import run_probe
+    from ..probe.classifier import ProbeConfig
+    from ..probe.run import run_probe
 
     cfg = ProbeConfig(head=head, epochs=epochs, lr=lr, num_clips=num_clips, finetune=finetune, seed=seed)
     summary = run_probe(encoder, data, out, cfg, splits, device, cache_dir, progress=not quiet)
@@ -248,7 +248,7 @@ def experiment(
     fitted on the validation split; stack = logistic regression on member probabilities fitted on the
     validation split. Hard vote: each member votes for its top class; ties go to the larger summed
     probability among the tied classes, then to the lower class index."""
-    from .experiment import ExperimentSettings, run_experiment
+    from ..experiment.run import ExperimentSettings, run_experiment
 
     extra = list(overrides or [])
     if epochs is not None:
@@ -283,7 +283,7 @@ def predict(
     more_models: Annotated[list[Path] | None, typer.Argument(
         help="More model folders (so that --models A B C works).", metavar="MODEL_DIR", show_default=False)] = None,
 ) -> None:
-    from .predict import predict as run
+    from ..experiment.predict import predict as run
 
     summary = run([*models, *(more_models or [])], videos, out, aggregate, device, batch_size, workers,
                   progress=not quiet)
@@ -307,7 +307,7 @@ def demo(
     """The whole job on the embedded synthetic benchmark: a 10-class unlabelled pool and a 4-class labelled
     set; General vs 4 Partials vs every aggregation, in the shared and the independent protocol; tables
     printed, reports and figures written under OUT."""
-    from .demo import run_demo
+    from ..experiment.demo import run_demo
 
     run_demo(out, quick=quick, device=device, progress=not quiet)
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data.dataset import FrameStore, eval_loader
-from .data.transforms import cached_eval_transform
-from .models import VideoViT
+from ..config import default_cache_side
+from ..data.dataset import FrameStore, eval_loader
+from ..data.transforms import cached_eval_transform, centre_crop, resize_short_side
+from ..models import Embedding, VideoViT
 
 
 @dataclass
@@ -29,11 +30,27 @@ def encode_clips(encoder: VideoViT, clips: torch.Tensor, device: torch.device) -
 
 
 @torch.no_grad()
+def embed_frames(encoder: VideoViT, frames: torch.Tensor, cache_side: int | None = None) -> Embedding:
+    """Embeddings of raw uint8 frames (B, T, H, W, 3) of any size, prepared with the same geometry as
+    feature extraction: shorter side resized to the clip cache's side (8/7 of the model's size unless
+    ``cache_side``), centre square, centre crop at the model's size, normalised."""
+    if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames (B, T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    device = next(encoder.parameters()).device
+    side = cache_side or default_cache_side(encoder.cfg.img_size)
+    clips = centre_crop(resize_short_side(frames.to(device), side), side)
+    square = clips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)  # as cached: uint8 (B, T, S, S, 3)
+    video = cached_eval_transform(square, encoder.cfg.img_size)
+    encoder.eval()
+    return encoder.embed(video)
+
+
+@torch.no_grad()
 def extract_features(encoder: VideoViT, store: FrameStore, num_clips: int = 4, batch_size: int = 32,
                      keep_tokens: bool = False, workers: int = 0, progress: bool = True,
                      description: str = "extracting features") -> Features:
     """Encode every video of ``store``; videos that fail to decode are marked, never filled in."""
-    from .progress import track
+    from ..progress import track
 
     device = next(encoder.parameters()).device
     encoder.eval()

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .progress import warn
+from ..progress import warn
 
 
 def experiment_figures(out: Path, report: dict[str, Any], encoders_root: Path, encoder_names: list[str],
@@ -17,7 +17,7 @@ def experiment_figures(out: Path, report: dict[str, Any], encoders_root: Path, e
                        progress: bool = True) -> list[tuple[str, str]]:
     """Write out/figures/*.png; returns (caption, path relative to out) for report.md. A figure that
     fails is named in a warning with its error and left out; the report is still written."""
-    from . import viz
+    from .. import viz
 
     fig_dir = out / "figures"
     made: list[tuple[str, str]] = []

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classifier import VideoClassifier, load_classifier, read_classifier_config
-from .data.check import check_videos
-from .data.dataset import FrameStore, cache_settings, eval_loader
-from .data.sources import Problem, VideoSet, load_videos
-from .ensemble import LOG_FLOOR, hard_vote, soft_vote, vote_fractions
-from .errors import ConfigError, DataError
-from .utils import resolve_device, write_json, write_text
+from ..data.check import check_videos
+from ..data.dataset import FrameStore, cache_settings, eval_loader
+from ..data.sources import Problem, VideoSet, load_videos
+from ..ensemble.aggregation import LOG_FLOOR, hard_vote, soft_vote, vote_fractions
+from ..errors import ConfigError, DataError
+from ..probe.classifier import VideoClassifier, load_classifier, read_classifier_config
+from ..utils import resolve_device, write_json, write_text
 
 AGGREGATIONS = ("vote", "soft", "weighted", "stack")
 
@@ -98,7 +98,7 @@ class PredictSummary:
 
 def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate_method: str | None = "vote",
             device: str = "auto", batch_size: int = 8, workers: int = 2, progress: bool = True) -> PredictSummary:
-    from .progress import track
+    from ..progress import track
 
     if aggregate_method is not None and aggregate_method not in AGGREGATIONS:
         raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {aggregate_method!r}")

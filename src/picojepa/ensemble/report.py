@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .ensemble import HARD_VOTE_TIE_RULE, hard_vote, vote_fractions
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
+from ..utils import write_json, write_text
+from .aggregation import HARD_VOTE_TIE_RULE, hard_vote, vote_fractions
 from .evaluation import check_labels, check_probs, evaluate_model, paired_bootstrap_gap, pairwise_disagreement
-from .utils import write_json, write_text
 
 GENERAL = "general"
 MEMBER_PATTERN = re.compile(r"^partial_([1-9]\d*)$")
@@ -41,7 +41,7 @@ class ReportInputs:
 
     ``models`` holds ``general`` and ``partial_k``; ``ensembles`` the aggregations (``vote`` as vote
     fractions). ``predictions`` optionally gives explicit predicted labels for any name whose decision is
-    not the argmax; the vote's prediction defaults to :func:`picojepa.ensemble.hard_vote` over the partial
+    not the argmax; the vote's prediction defaults to :func:`picojepa.ensemble.aggregation.hard_vote` over the partial
     members. ``best_single`` names the member chosen on validation. ``compute`` maps a model name to
     facts such as clip-steps, mode, preset, seed and seconds; ``extra`` entries are added to the top
     level of ``report.json``.
@@ -178,7 +178,7 @@ def _vote_prediction(probs: dict[str, np.ndarray], model_names: list[str]) -> np
 def build_report(
     inputs: ReportInputs, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, gap_metric: str = "micro"
 ) -> dict[str, Any]:
-    """The ``report.json`` structure (see the module docstring of :mod:`picojepa.report`)."""
+    """The ``report.json`` structure (see the module docstring of :mod:`picojepa.ensemble.report`)."""
     return _build_report(_validate(inputs), inputs, n_resamples, seed, gap_metric)
 
 

@@ -24,8 +24,8 @@ from typing import Any
 import av
 import numpy as np
 
-from .errors import DataError
-from .utils import atomic_write, write_json, write_text
+from ..errors import DataError
+from ..utils import atomic_write, write_json, write_text
 
 GENERATOR_VERSION = "picojepa-synth-2"
 
@@ -661,7 +661,7 @@ def _check_reusable(out: Path, params: dict[str, Any], overwrite: bool) -> dict[
     same = meta is not None and meta.get("params") == params
     if same and meta.get("generator_version") == GENERATOR_VERSION:
         return meta
-    if same and meta.get("generator") == "picojepa.synth":
+    if same and meta.get("generator") == "picojepa.datasets.synth":
         # Our own files from an older generator: the same request now renders differently, so replace them.
         print(f"synth: {out} was made by {meta.get('generator_version')!r}; regenerating with "
               f"{GENERATOR_VERSION!r}", file=sys.stderr, flush=True)
@@ -747,7 +747,7 @@ def generate_dataset(
         return out
 
     meta = {
-        "generator": "picojepa.synth",
+        "generator": "picojepa.datasets.synth",
         "generator_version": GENERATOR_VERSION,
         "params": params,
         "codec": existing["codec"] if existing is not None else pick_codec(),
@@ -791,5 +791,5 @@ def read_classes(root: str | Path) -> list[str]:
     """Class names of a generated dataset, in label order."""
     path = Path(root) / _CLASSES_NAME
     if not path.is_file():
-        raise DataError(f"{path} not found: is {root} a folder made by picojepa.synth.generate_dataset?")
+        raise DataError(f"{path} not found: is {root} a folder made by picojepa.datasets.synth.generate_dataset?")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .experiment import ExperimentSettings, run_experiment
-from .progress import info
-from .report import format_terminal_tables
-from .synth import generate_dataset
-from .utils import write_text
+from ..datasets.synth import generate_dataset
+from ..ensemble.report import format_terminal_tables
+from ..progress import info
+from ..utils import write_text
+from .run import ExperimentSettings, run_experiment
 
 LABELLED_CLASSES = ("move_left", "move_right", "rotate_cw", "rotate_ccw")
 

@@ -7,6 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from ..data.prepare import prepare_videos
+from ..data.sources import load_videos
+from ..data.splits import load_splits, save_splits, stratified_split
+from ..errors import PicoJepaError
+from ..progress import info
+from ..train.checkpoint import config_from_run, load_encoder
+from ..utils import resolve_device
 from .classifier import (
     ProbeConfig,
     VideoClassifier,
@@ -16,15 +23,8 @@ from .classifier import (
     substore,
     train_head,
 )
-from .data.prepare import prepare_videos
-from .data.sources import load_videos
-from .errors import PicoJepaError
 from .features import extract_features
 from .heads import uses_pooled_features
-from .progress import info
-from .splits import load_splits, save_splits, stratified_split
-from .train.checkpoint import config_from_run, load_encoder
-from .utils import resolve_device
 
 
 def run_probe(encoder_dir: Path, data: Path, out: Path, probe: ProbeConfig, splits: Path | None = None,

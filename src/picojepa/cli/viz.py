@@ -36,7 +36,7 @@ def masks(
 
     Example: picojepa viz masks clip.mp4 --out masks.png --mask tube
     """
-    from .masks import plot_masks
+    from ..viz.masks import plot_masks
 
     cfg = _config(preset, run)
     path = plot_masks(video, out, cfg, mask_type=mask, seed=seed)
@@ -70,7 +70,7 @@ def tsne(
     Example: picojepa viz tsne --models runs/general runs/partial_1 --data videos/ --out tsne.png
     """
     from ..utils import resolve_device
-    from .tsne import embed_videos, plot_tsne
+    from ..viz.tsne import embed_videos, plot_tsne
 
     dirs = [*(models or []), *(more_models or [])]
     if not dirs:
@@ -105,7 +105,7 @@ def curves(
 
     Example: picojepa viz curves exp/encoders/general exp/encoders/partial_1 --out curves.png
     """
-    from .curves import plot_curves
+    from ..viz.curves import plot_curves
 
     path = plot_curves(run_dirs, out, labels=labels or None)
     typer.echo(f"wrote {path}")
@@ -122,8 +122,8 @@ def _config(preset: str, run: Path | None):
 
 
 def _titles(dirs: list[Path]) -> list[str]:
-    from .curves import default_labels
-    from .style import label_name
+    from ..viz.curves import default_labels
+    from ..viz.style import label_name
 
     titles = [label_name(name) for name in default_labels(dirs)]
     # The same folder given twice still gets two panels, told apart by their position.

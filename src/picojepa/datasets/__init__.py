@@ -1,0 +1,1 @@
+"""Data sets to pretrain and evaluate on: the synthetic motion benchmark and Kinetics subsets."""

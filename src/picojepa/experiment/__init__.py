@@ -1,0 +1,1 @@
+"""The published experiment done right (General vs Partials vs aggregations), batch prediction, the demo."""
