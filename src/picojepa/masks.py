@@ -33,6 +33,11 @@ class MaskBatch:
     def pin_memory(self) -> MaskBatch:
         return MaskBatch(self.keep.pin_memory(), self.target.pin_memory(), self.spatial.pin_memory())
 
+    def take(self, rows: list[int]) -> MaskBatch:
+        """The masks of some clips of the batch (a data-parallel rank's slice, or the clips that decoded)."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return MaskBatch(self.keep[index], self.target[index], self.spatial[index])
+
 
 def num_masked(spatial_size: int, ratio: float) -> int:
     return min(max(round(ratio * spatial_size), 1), spatial_size - 1)

@@ -70,6 +70,9 @@ def pretrain(
     device: Device = "auto",
     seed: Seed = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    max_steps: Annotated[int | None, typer.Option(
+        "--max-steps", help="Stop after this many steps in this call, leaving a checkpoint for --resume "
+                            "(e.g. to fit a cluster's time limit).")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA: faster).")] = False,
     decoder: Decoder = None,
     cache_dir: CacheDir = None,
@@ -81,9 +84,12 @@ def pretrain(
     """Pretrain a pico-JEPA encoder on a folder or list of videos (no labels needed).
 
     Writes OUT/encoder.safetensors (the EMA target encoder), config.json, checkpoint.pt (for
-    --resume), metrics.jsonl and skipped.json (unusable videos with reasons).
+    --resume), metrics.jsonl and skipped.json (unusable videos with reasons). Under torchrun
+    (torchrun --nproc-per-node K -m picojepa pretrain ...) the K processes train one encoder
+    data-parallel: --batch-size is the global batch, split over the ranks; rank 0 writes the run folder.
     """
     from ..train import pretrain as run
+    from ..train.distributed import env_rank
 
     cfg = build_config(
         preset, config, overrides, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
@@ -91,7 +97,11 @@ def pretrain(
         data__use_cache=False if no_cache else None, data__num_workers=workers,
         data__max_bad_fraction=max_bad_fraction,
     )
-    result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir)
+    if max_steps is not None and max_steps < 1:
+        raise PicoJepaError("--max-steps must be at least 1")
+    result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir, max_steps=max_steps)
+    if env_rank() != 0:
+        return
     typer.echo(f"pretrained {result.steps} steps on {result.videos} videos in {result.seconds:.1f} s "
                f"(final loss {result.final_loss:.4f}); skipped {len(result.skipped)}; run folder: {result.out}")
 

@@ -1,7 +1,9 @@
 """Clip datasets and loaders.
 
 Randomness is a function of (seed, epoch, step, index) only, never of worker scheduling, so a run
-resumed at step s sees exactly the batches an uninterrupted run would have seen.
+resumed at step s sees exactly the batches an uninterrupted run would have seen. Under data parallelism
+each rank loads a contiguous slice of every global batch and keeps the matching rows of the masks drawn
+for the whole global batch, so no clip's data depends on the number of ranks.
 """
 
 from __future__ import annotations
@@ -63,9 +65,14 @@ class TrainBatch:
     masks: list[MaskBatch]  # one per mask generator
     step: int
     failed: list[tuple[str, str]]  # videos that failed to decode in this batch: (path, reason)
+    # Rows of the global batch these clips are (None: all of it, in order); per-clip randomness such as
+    # crops is drawn for ``global_size`` clips and these rows are kept.
+    rows: list[int] | None = None
+    global_size: int | None = None
 
     def pin_memory(self) -> TrainBatch:
-        return TrainBatch(self.frames.pin_memory(), [m.pin_memory() for m in self.masks], self.step, self.failed)
+        return TrainBatch(self.frames.pin_memory(), [m.pin_memory() for m in self.masks], self.step, self.failed,
+                          self.rows, self.global_size)
 
 
 class TrainClips(Dataset):
@@ -91,12 +98,21 @@ class TrainClips(Dataset):
 
 
 class EpochBatchSampler(Sampler):
-    """Yields batches of (index, epoch, step) from ``start_step`` on; a seeded permutation per epoch."""
+    """Yields batches of (index, epoch, step) from ``start_step`` on; a seeded permutation per epoch.
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0) -> None:
+    ``batch_size`` is the global batch; rank ``rank`` of ``world`` gets its contiguous slice of it, so
+    across ranks every clip is seen once per epoch, as in a single process.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0,
+                 rank: int = 0, world: int = 1) -> None:
+        if batch_size % world:
+            raise ValueError(f"global batch {batch_size} does not split over {world} ranks")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.steps_per_epoch = max(1, num_items // batch_size)
         self.total_steps, self.start_step = total_steps, start_step
+        self.local = batch_size // world
+        self.offset = rank * self.local
 
     def __len__(self) -> int:
         return self.total_steps - self.start_step
@@ -106,15 +122,17 @@ class EpochBatchSampler(Sampler):
             epoch, pos = divmod(step, self.steps_per_epoch)
             order = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
             chunk = order[pos * self.batch_size: (pos + 1) * self.batch_size]
-            yield [(int(i), epoch, step) for i in chunk]
+            yield [(int(i), epoch, step) for i in chunk[self.offset: self.offset + self.local]]
 
 
 class MaskingCollator:
-    """Stacks clips and draws the batch's masks on the loading side, seeded by (seed, step)."""
+    """Stacks clips and draws the masks of the whole global batch on the loading side, seeded by (seed, step);
+    keeps the rows of the clips it holds (``offset`` is this rank's first row)."""
 
-    def __init__(self, masks: MaskSampler, seed: int) -> None:
+    def __init__(self, masks: MaskSampler, seed: int, global_size: int | None = None, offset: int = 0) -> None:
         self.masks = masks
         self.seed = seed
+        self.global_size, self.offset = global_size, offset
 
     def __call__(self, items: list[tuple[np.ndarray | None, int, str | None]]) -> TrainBatch:
         step = items[0][1]
@@ -122,16 +140,30 @@ class MaskingCollator:
         clips = [c for c, _, _ in items if c is not None]
         # numpy stacks without torch's intra-op thread pool, which stalls on a busy 2-core machine
         frames = torch.from_numpy(np.stack(clips)) if clips else torch.empty(0, dtype=torch.uint8)
-        return TrainBatch(frames, self.masks(len(clips), [self.seed, 7, step]), step, failed)  # type: ignore[arg-type]
+        size = self.global_size or len(items)
+        rows = global_rows([self.offset + j for j, (c, _, _) in enumerate(items) if c is not None], size)
+        masks = select_rows(self.masks(size, [self.seed, 7, step]), rows)
+        return TrainBatch(frames, masks, step, failed, rows, size)  # type: ignore[arg-type]
+
+
+def global_rows(rows: list[int], size: int) -> list[int] | None:
+    """None when ``rows`` are the whole global batch in order (one process, nothing failed)."""
+    return None if rows == list(range(size)) else rows
+
+
+def select_rows(masks: list[MaskBatch], rows: list[int] | None) -> list[MaskBatch]:
+    return masks if rows is None else [m.take(rows) for m in masks]
 
 
 def train_loader(store: FrameStore, cfg: Config, masks: MaskSampler, total_steps: int, start_step: int,
-                 batch_size: int, pin_memory: bool = False) -> DataLoader:
+                 batch_size: int, pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
+    """Batches of this rank's slice of each global batch of ``batch_size`` clips."""
     dataset = TrainClips(store, cfg.model.num_frames, cfg.train.seed)
-    sampler = EpochBatchSampler(len(store), batch_size, cfg.train.seed, total_steps, start_step)
+    sampler = EpochBatchSampler(len(store), batch_size, cfg.train.seed, total_steps, start_step, rank, world)
+    collate = MaskingCollator(masks, cfg.train.seed, batch_size, sampler.offset)
     workers = cfg.data.num_workers
     return DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=MaskingCollator(masks, cfg.train.seed), num_workers=workers,
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
         pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
         multiprocessing_context="spawn" if workers > 0 else None,
     )

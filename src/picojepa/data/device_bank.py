@@ -1,7 +1,8 @@
 """GPU-resident clip bank: every cached video in one uint8 device tensor, batches gathered on device.
 
-Batches are the same as the DataLoader path's (same per-epoch permutation, same random starts), so
-switching paths changes speed, not results. Masks are drawn on the CPU in a background thread.
+Batches are the same as the DataLoader path's (same per-epoch permutation, same random starts, same
+slice of the global batch per data-parallel rank), so switching paths changes speed, not results. Masks
+are drawn on the CPU in a background thread. Under data parallelism every rank holds its own bank.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..masks import MaskSampler
-from .dataset import EpochBatchSampler, FrameStore, TrainBatch
+from .dataset import EpochBatchSampler, FrameStore, TrainBatch, global_rows, select_rows
 
 
 def bank_bytes(store: FrameStore) -> int:
@@ -52,8 +53,10 @@ class DeviceClipBank:
         return self.frames[idx[:, None], t]
 
     def batches(self, masks: MaskSampler, batch_size: int, total_steps: int, start_step: int = 0,
-                prefetch: int = 4) -> Iterator[TrainBatch]:
-        sampler = EpochBatchSampler(len(self.lengths), batch_size, self.seed, total_steps, start_step)
+                prefetch: int = 4, rank: int = 0, world: int = 1) -> Iterator[TrainBatch]:
+        """This rank's slice of each global batch of ``batch_size`` clips."""
+        sampler = EpochBatchSampler(len(self.lengths), batch_size, self.seed, total_steps, start_step, rank, world)
+        rows = global_rows(list(range(sampler.offset, sampler.offset + sampler.local)), batch_size)
         lengths = self.lengths.tolist()
         plan: queue.Queue = queue.Queue(maxsize=prefetch)
 
@@ -64,7 +67,7 @@ class DeviceClipBank:
                     rng = np.random.default_rng([self.seed, epoch, index])
                     starts.append(int(rng.integers(0, max(1, lengths[index] - self.num_frames + 1))))
                 step = keys[0][2]
-                mask = masks(len(keys), [self.seed, 7, step])
+                mask = select_rows(masks(batch_size, [self.seed, 7, step]), rows)
                 mask = [m.pin_memory() for m in mask] if self.device.type == "cuda" else mask
                 plan.put(([k[0] for k in keys], starts, step, mask))
             plan.put(None)
@@ -72,4 +75,4 @@ class DeviceClipBank:
         threading.Thread(target=produce, daemon=True).start()
         while (item := plan.get()) is not None:
             indices, starts, step, mask = item
-            yield TrainBatch(self.gather(indices, starts), mask, step, [])
+            yield TrainBatch(self.gather(indices, starts), mask, step, [], rows, batch_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +25,10 @@ class StepOutput:
 
 
 class JEPA(nn.Module):
+    # Under data parallelism: gathers every rank's rows (differentiably) before a batch-statistic regulariser,
+    # so SIGReg/VICReg see the global batch as in a single process. None: the local batch is the batch.
+    gather_embeddings: Callable[[torch.Tensor], torch.Tensor] | None = None
+
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256) -> None:
         super().__init__()
@@ -67,8 +71,10 @@ class JEPA(nn.Module):
         prediction = torch.stack(losses).mean()
         reg = torch.zeros((), device=video.device)
         if self.regularizer != "none" and self.reg_weight > 0:
-            reg = regularizer_loss(self.regularizer, torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts]),
-                                   self.sigreg_directions, generator)
+            embeddings = torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts])
+            if self.gather_embeddings is not None:
+                embeddings = self.gather_embeddings(embeddings)
+            reg = regularizer_loss(self.regularizer, embeddings, self.sigreg_directions, generator)
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 

@@ -29,8 +29,9 @@ from ..models import JEPA, train_flops_per_clip
 from ..models.jepa import StepOutput
 from ..perf import peak_flops
 from ..progress import console, info, make_progress, warn
-from ..utils import resolve_device, write_json
+from ..utils import write_json
 from . import checkpoint as ckpt
+from . import distributed
 from .diagnostics import effective_rank, feature_std
 from .schedules import capped_momenta, cosine_increase, linear, warmup_cosine
 
@@ -120,7 +121,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, device: torch.device, total_steps: int, *, amp: bool | None = None,
                  fused_optimizer: bool | None = None, foreach_ema: bool = True, context_only: bool = True,
-                 compile_mode: str | None = None) -> None:
+                 compile_mode: str | None = None, dist: distributed.DistContext | None = None) -> None:
         self.cfg, self.device, self.total_steps = cfg, device, total_steps
         torch.manual_seed(cfg.train.seed)
         t = cfg.train
@@ -135,11 +136,22 @@ class Trainer:
         if cfg.train.compile or compile_mode:
             for module in (self.model.encoder, self.model.target_encoder, self.model.predictor):
                 module.compile(mode=compile_mode)
+        # Data parallelism (torchrun): DDP averages gradients over ranks; a world of one runs the model as is.
+        self.dist = dist or distributed.DistContext(device=device)
+        self.forward: nn.Module = self.model
+        if self.dist.active:
+            self.model.gather_embeddings = distributed.row_gatherer(self.dist)
+            self.forward = distributed.wrap(self.model, self.dist)
 
-    def augment(self, frames: torch.Tensor, step: int) -> torch.Tensor:
+    def augment(self, frames: torch.Tensor, step: int, rows: list[int] | None = None,
+                global_size: int | None = None) -> torch.Tensor:
+        """Crops drawn for the whole global batch from the step's seed; ``rows`` are the clips of ``frames``."""
         gen = torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 11, step))
         d = self.cfg.data
-        params = random_resized_crop_params(frames.shape[0], (d.min_scale, d.max_scale), (3 / 4, 4 / 3), d.hflip, gen)
+        params = random_resized_crop_params(global_size or frames.shape[0], (d.min_scale, d.max_scale),
+                                            (3 / 4, 4 / 3), d.hflip, gen)
+        if rows is not None:
+            params = params[rows]
         return train_transform(frames, self.cfg.model.img_size, params, self.amp_dtype or torch.float32)
 
     def step(self, batch: TrainBatch) -> StepOutput:
@@ -152,10 +164,10 @@ class Trainer:
         frames = batch.frames.to(self.device, non_blocking=True)
         keep = [m.keep.to(self.device, non_blocking=True) for m in batch.masks]
         target = [m.target.to(self.device, non_blocking=True) for m in batch.masks]
-        video = self.augment(frames, step)
-        self.model.train()
+        video = self.augment(frames, step, batch.rows, batch.global_size)
+        self.forward.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.model(video, keep, target, context_only=self.context_only,
+            out = self.forward(video, keep, target, context_only=self.context_only,
                              generator=torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 13, step)))
         out.loss.backward()
         if self.cfg.train.grad_clip > 0:
@@ -204,8 +216,19 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     """Pretrain an encoder on the videos at ``data``; writes the run folder ``out``.
 
     ``max_steps`` stops early (as an interruption would), leaving a checkpoint to ``--resume`` from.
+    Under torchrun every rank calls this; they train one model data-parallel and rank 0 alone writes.
     """
-    out = Path(out)
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        with distributed.quiet_unless_main(ctx):
+            return _pretrain(cfg, data, Path(out), resume, progress and ctx.is_main, max_steps, cache_dir, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool, progress: bool,
+              max_steps: int | None, cache_dir: str | Path | None, ctx: distributed.DistContext) -> PretrainResult:
+    main = ctx.is_main  # the only rank that writes to the run folder
     _check_out_dir(out, resume)
     meta = ckpt.read_run_config(out) if resume and (out / ckpt.CONFIG_FILE).exists() else None
     if meta and meta.get("finished"):
@@ -213,22 +236,27 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
         return _result_from_meta(out, meta)
     if resume and not (out / ckpt.CHECKPOINT_FILE).exists():
         raise PicoJepaError(f"--resume: {out} has no {ckpt.CHECKPOINT_FILE} to continue from")
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     videos = data if isinstance(data, VideoSet) else load_videos(data)
-    prepared = prepare_videos(videos, cfg, progress=progress, cache_dir=cache_dir)
+    prepared = distributed.local_leader_first(
+        ctx, lambda: prepare_videos(videos, cfg, progress=progress, cache_dir=cache_dir))
     skipped = skipped_records(prepared.skipped, "scan")
-    write_json(out / "skipped.json", skipped)
+    if main:
+        write_json(out / "skipped.json", skipped)
 
-    device = resolve_device(cfg.train.device)
+    device = ctx.device
     n = len(prepared.store)
-    batch_size = min(cfg.train.batch_size, n)
+    batch_size = min(cfg.train.batch_size, n - n % ctx.world)  # data parallel: whole clips per rank
+    distributed.split_batch(batch_size, ctx)
     if batch_size < cfg.train.batch_size:
         warn(f"only {n} usable videos: batch size lowered from {cfg.train.batch_size} to {batch_size}")
     steps_per_epoch = n // batch_size
     total_steps = cfg.train.epochs * steps_per_epoch
     signature = data_signature(prepared, cfg)
-    trainer = Trainer(cfg, device, total_steps)
+    distributed.check_same(ctx, signature, "videos or data settings")
+    trainer = Trainer(cfg, device, total_steps, dist=ctx)
 
     start_step = 0
     if resume:
@@ -239,9 +267,10 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
             raise PicoJepaError("--resume: the model config differs from the interrupted run's")
         start_step = trainer.load_state(state)
         skipped = state.get("skipped", skipped)
-        _trim_metrics(out / "metrics.jsonl", start_step)
+        if main:
+            _trim_metrics(out / "metrics.jsonl", start_step)
         info(f"resuming {out} at step {start_step}/{total_steps}")
-    else:
+    elif main:
         (out / "metrics.jsonl").unlink(missing_ok=True)
 
     run_meta = {
@@ -249,8 +278,10 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
         "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "finished": False,
         "encoder_params": sum(p.numel() for p in trainer.model.encoder.parameters()),
         "predictor_params": sum(p.numel() for p in trainer.model.predictor.parameters()),
+        "world_size": ctx.world,
     }
-    ckpt.write_run_config(out, cfg, **run_meta)
+    if main:
+        ckpt.write_run_config(out, cfg, **run_meta)
     stop_at = total_steps if max_steps is None else min(total_steps, start_step + max_steps)
     loader = _batches(prepared, cfg, trainer, device, stop_at, start_step, batch_size)
     flops = train_flops_per_clip(cfg.model, cfg.mask.ratio)
@@ -264,13 +295,16 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
         raise PicoJepaError(f"interrupted; the last checkpoint is in {out} — continue with --resume") from None
     seconds = time.perf_counter() - t0
     finished = step >= total_steps
-    if finished:
-        ckpt.save_encoder(trainer.model.target_encoder, out)
-    ckpt.save_checkpoint(trainer.state(step, signature, skipped), out)
-    write_json(out / "skipped.json", skipped)
+    distributed.check_replicas(ctx, trainer.model)
+    skipped = distributed.merge_records(ctx, skipped)
     clips = step * batch_size
-    ckpt.write_run_config(out, cfg, **{**run_meta, "finished": finished, "steps": step, "clips_seen": clips,
-                                       "final_loss": loss_value, "train_seconds": seconds})
+    if main:
+        if finished:
+            ckpt.save_encoder(trainer.model.target_encoder, out)
+        ckpt.save_checkpoint(trainer.state(step, signature, skipped), out)
+        write_json(out / "skipped.json", skipped)
+        ckpt.write_run_config(out, cfg, **{**run_meta, "finished": finished, "steps": step, "clips_seen": clips,
+                                           "final_loss": loss_value, "train_seconds": seconds})
     return PretrainResult(out, step, clips, loss_value, seconds, n, skipped)
 
 
@@ -280,12 +314,13 @@ def _batches(prepared: PreparedData, cfg: Config, trainer: Trainer, device: torc
     mode = cfg.data.device_cache
     use_bank = cfg.data.use_cache and device.type == "cuda" and (
         mode == "on" or (mode == "auto" and fits_on_device(prepared.store, device)))
+    rank, world = trainer.dist.rank, trainer.dist.world
     if use_bank:
         info(f"clip cache on the GPU ({bank_bytes(prepared.store) / 2**30:.2f} GiB)")
         bank = DeviceClipBank(prepared.store, device, cfg.model.num_frames, cfg.train.seed)
-        return bank.batches(trainer.masks, batch_size, stop_at, start_step)
+        return bank.batches(trainer.masks, batch_size, stop_at, start_step, rank=rank, world=world)
     return iter(train_loader(prepared.store, cfg, trainer.masks, stop_at, start_step, batch_size,
-                             pin_memory=device.type == "cuda"))
+                             pin_memory=device.type == "cuda", rank=rank, world=world))
 
 
 def _result_from_meta(out: Path, meta: dict[str, Any]) -> PretrainResult:
@@ -298,7 +333,7 @@ def _result_from_meta(out: Path, meta: dict[str, Any]) -> PretrainResult:
 def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step: int, stop_at: int,
           total_steps: int, steps_per_epoch: int, signature: str, skipped: list[dict[str, Any]],
           flops: float, peak: float | None, progress: bool) -> tuple[int, float]:
-    cfg = trainer.cfg
+    cfg, ctx = trainer.cfg, trainer.dist
     log_every, ckpt_every = max(1, cfg.train.log_every), max(1, cfg.train.checkpoint_every)
     seen_failures = {s["path"] for s in skipped}
     loss_sum = torch.zeros((), device=trainer.device)
@@ -308,7 +343,8 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
     targets = torch.zeros(1, 1)
     bar = make_progress("{task.fields[status]}")
     task = bar.add_task("pretraining", total=total_steps, completed=start_step, status="")
-    metrics = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the whole loop
+    # kept open for the whole loop; rank 0 alone writes the run folder
+    metrics = open(out / "metrics.jsonl", "a") if ctx.is_main else None  # noqa: SIM115
     try:
         with bar if progress else contextlib.nullcontext():
             for batch in loader:
@@ -317,7 +353,7 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                         seen_failures.add(path)
                         skipped.append({"path": path, "reason": reason, "line": None, "stage": "train"})
                         warn(f"skipping {path}: {reason}")
-                if batch.frames.shape[0] > 0:
+                if distributed.all_agree(ctx, batch.frames.shape[0] > 0):  # DDP: all ranks step, or none
                     update = trainer.step(batch)
                     targets = update.targets
                     loss_sum += update.loss
@@ -329,9 +365,13 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                     if trainer.device.type == "cuda":
                         torch.cuda.synchronize()
                     now = time.perf_counter()
-                    loss_value = float(loss_sum) / max(steps_since, 1)
-                    rate = clips_since / max(now - last_log, 1e-9)
-                    prediction, regularizer = (parts_sum / max(steps_since, 1)).tolist()
+                    # DDP: losses are each rank's mean over its slice; their mean is the global-batch mean
+                    sums = distributed.all_sum(ctx, torch.cat([loss_sum.view(1), parts_sum, torch.tensor(
+                        [steps_since, clips_since], dtype=loss_sum.dtype, device=loss_sum.device)]))
+                    steps_all, clips_all = (int(v) for v in sums[3:].tolist())
+                    loss_value = float(sums[0]) / max(steps_all, 1)
+                    rate = clips_all / max(now - last_log, 1e-9)
+                    prediction, regularizer = (sums[1:3] / max(steps_all, 1)).tolist()
                     row = {
                         "step": step, "epoch": (step - 1) // steps_per_epoch, "loss": loss_value,
                         "prediction_loss": prediction, "regularizer": regularizer,
@@ -342,8 +382,9 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                     }
                     if peak:
                         row["mfu"] = rate * flops / peak
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
+                    if metrics is not None:
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
                     status = f"loss {loss_value:.4f} · {rate:.1f} clips/s · rank {row['target_rank']:.1f}"
                     bar.update(task, completed=step, status=status)
                     loss_sum.zero_()
@@ -352,10 +393,13 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                 else:
                     bar.update(task, completed=step)
                 if step % ckpt_every == 0 or step % steps_per_epoch == 0:
-                    trainer_state = trainer.state(step, signature, skipped)
-                    ckpt.save_checkpoint(trainer_state, out)
+                    distributed.check_replicas(ctx, trainer.model)  # the EMA target is the same on every rank
+                    skipped[:] = distributed.merge_records(ctx, skipped)
+                    if ctx.is_main:
+                        ckpt.save_checkpoint(trainer.state(step, signature, skipped), out)
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     if not progress:
         console.print(f"pretraining: step {step}/{total_steps}, loss {loss_value:.4f}")
     return step, loss_value
