@@ -249,6 +249,17 @@ def experiment(
     seed: Annotated[int, typer.Option()] = 0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
+    backend: Annotated[str, typer.Option(help="local: every job here, one after another; ray: each encoder's "
+                                              "pretraining and each member's head as a Ray task.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Ray cluster to join (auto, host:port or ray://host:port); default: start a local "
+                              "Ray instance for this run and stop it afterwards.")] = None,
+    gpus_per_member: Annotated[float | None, typer.Option(
+        "--gpus-per-member", help="GPUs each Ray task reserves; fractions (0.25) share one GPU between members. "
+                                  "Default: 1 when the cluster has GPUs, else 0.")] = None,
+    cpus_per_member: Annotated[float | None, typer.Option(
+        "--cpus-per-member", help="CPU cores each job reserves on Ray (default 1) and torch threads it uses "
+                                  "(local default: all).")] = None,
     quiet: Quiet = False,
 ) -> None:
     """General vs N Partials vs their aggregations (vote, soft, weighted, stack), scored on a test split
@@ -258,8 +269,13 @@ def experiment(
     fitted on the validation split; stack = logistic regression on member probabilities fitted on the
     validation split. Hard vote: each member votes for its top class; ties go to the larger summed
     probability among the tied classes, then to the lower class index."""
+    from ..experiment.backends import make_backend
     from ..experiment.run import ExperimentSettings, run_experiment
+    from ..train.distributed import env_world_size
 
+    if env_world_size() > 1:
+        raise PicoJepaError("experiment does not run under torchrun (every rank would run all of it); spread its "
+                            "members with --backend ray, and use torchrun for one pretraining run")
     extra = list(overrides or [])
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")
@@ -270,7 +286,9 @@ def experiment(
         config=str(config) if config else None, overrides=extra, members=members, mode=mode,
         heterogeneous=heterogeneous, seed=seed, device=device, head=head, probe_epochs=probe_epochs,
         num_clips=num_clips, bootstrap=bootstrap, allow_eval_in_pretrain=allow_eval_in_pretrain)
-    result = run_experiment(settings, out, cache_dir=cache_dir, progress=not quiet)
+    with make_backend(backend, address=ray_address, cpus_per_member=cpus_per_member,
+                      gpus_per_member=gpus_per_member, progress=not quiet) as jobs:
+        result = run_experiment(settings, out, cache_dir=cache_dir, progress=not quiet, backend=jobs)
     typer.echo(f"report: {result.out / 'report.md'} ({result.seconds:.0f} s)")
 
 

@@ -3,6 +3,8 @@
 Stages (each reused when the out folder already holds it): split the labelled videos once
 (``splits.json``), pretrain the encoder(s), cache frozen features, train the heads (selection on
 validation only), aggregate (weights/stacking fitted on validation only), score on test, report.
+The per-encoder and per-member jobs of a stage are independent; a backend (``backends.py``) runs them
+here one after another or fans them out on Ray, with the same results.
 """
 
 from __future__ import annotations
@@ -24,23 +26,16 @@ from ..data.splits import load_splits, save_splits, stratified_shards, stratifie
 from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_vote
 from ..ensemble.report import ReportInputs, build_report, format_terminal_tables, write_report
 from ..errors import ConfigError, DataError, PicoJepaError
-from ..models import VideoViT
-from ..probe.classifier import (
-    ProbeConfig,
-    TrainedHead,
-    VideoClassifier,
-    file_sha256,
-    head_probabilities,
-    save_classifier,
-    train_head,
-)
+from ..probe.classifier import file_sha256
 from ..probe.features import Features, extract_features
 from ..probe.heads import HEAD_TYPES, uses_pooled_features
 from ..progress import info
 from ..train import load_encoder, pretrain
 from ..train.checkpoint import ENCODER_FILE, read_run_config
 from ..utils import resolve_device, write_json
+from .backends import Backend, Job, LocalBackend, mark_reused
 from .figures import experiment_figures
+from .members import member_job
 
 MODES = ("shared", "independent")
 
@@ -205,6 +200,8 @@ def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, c
         meta = json.loads(meta_path.read_text())
         if _pretrain_key(Config.from_dict(meta["config"])) != _pretrain_key(cfg):
             raise PicoJepaError(f"{run_dir} was pretrained with other settings; use a new --out or delete it")
+        if meta.get("finished"):
+            mark_reused()
     resume = (run_dir / "checkpoint.pt").exists()
     info(f"{'reusing' if resume else 'pretraining'} encoder {run_dir.name} ({len(pool.items)} videos)")
     result = pretrain(cfg, pool, run_dir, resume=resume, progress=progress, cache_dir=cache_dir)
@@ -223,8 +220,10 @@ def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int
                                    cfg.to_dict()["data"]], default=str).encode()).hexdigest()[:16]
     path = out / "features" / f"{encoder_dir.name}-{key}.npz"
     if path.exists():
+        mark_reused()
         z = np.load(path)
         return Features(z["pooled"], z["tokens"] if "tokens" in z.files else None, z["ok"])
+    device = resolve_device(device)  # resolved where the job runs: a Ray worker may have the GPU the driver lacks
     settings = cache_settings(cfg)
     store = data.prepared.store
     if store.settings != settings:  # another sampling/size setting than the base one: cache for it too
@@ -255,8 +254,12 @@ class ExperimentResult:
 
 def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str | Path | None = None,
                    progress: bool = True, encoders_dir: str | Path | None = None,
-                   figures: bool = True, quiet_tables: bool = False) -> ExperimentResult:
-    """Run (or resume) the whole experiment into ``out``; returns the report dict."""
+                   figures: bool = True, quiet_tables: bool = False,
+                   backend: Backend | None = None) -> ExperimentResult:
+    """Run (or resume) the whole experiment into ``out``; returns the report dict.
+
+    ``backend`` runs the per-encoder and per-member jobs (default: here, one after another); the
+    caller owns its lifetime."""
     settings.validate()
     t_start = time.perf_counter()
     out = Path(out)
@@ -267,7 +270,8 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     base = load_config(settings.preset, settings.config, settings.overrides)
     base.train.seed = settings.seed
     base.train.device = settings.device
-    device = resolve_device(settings.device)
+    backend = backend or LocalBackend(progress=progress)
+    remote = not isinstance(backend, LocalBackend)  # remote jobs show no progress bars of their own
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -283,39 +287,32 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     pool, pool_meta = pretraining_pool(settings, data)
     configs = encoder_configs(settings, base)
     shards = pool_shards(pool, settings.members, settings.seed) if settings.mode == "independent" else []
-    encoders: dict[str, dict] = {}
-    for name, cfg in configs.items():
-        subset = pool if name == "general" else shards[int(name.split("_")[1]) - 1]
-        encoders[name] = ensure_encoder(cfg, subset, encoders_root / name, progress, cache_dir)
+    encoders: dict[str, dict] = backend.map("pretrain", [
+        Job(name, ensure_encoder, (cfg, pool if name == "general" else shards[int(name.split("_")[1]) - 1],
+                                   encoders_root / name, progress and not remote, cache_dir))
+        for name, cfg in configs.items()])
     timings["pretrain"] = time.perf_counter() - t
 
     t = time.perf_counter()
     members = plan_members(settings)
     needs_tokens = {m.encoder for m in members if not uses_pooled_features(m.head)}
-    features = {name: _features(encoders_root / name, configs[name], data, settings.num_clips, name in needs_tokens,
-                                cache_dir, out, device, progress) for name in configs}
+    shared_data = backend.share(data)  # shipped once, not once per job
+    features: dict[str, Features] = backend.map("features", [
+        Job(name, _features, (encoders_root / name, configs[name], shared_data, settings.num_clips,
+                              name in needs_tokens, cache_dir, out, settings.device, progress and not remote))
+        for name in configs])
     timings["features"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    C = len(data.class_names)
     val, test = data.split_idx["val"], data.split_idx["test"]
-    val_probs, test_probs, heads_meta = {}, {}, {}
-    loaded: dict[str, VideoViT] = {}
-    for member in members:
-        train_idx = data.split_idx["train"] if member.name == "general" else data.shard_idx[
-            int(member.name.split("_")[1]) - 1]
-        probe = ProbeConfig(head=member.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
-                            seed=member.seed)
-        trained = train_head(features[member.encoder], data.labels, train_idx, val, C, probe)
-        feats = features[member.encoder]
-        val_probs[member.name] = head_probabilities(trained.head, feats, val, member.head, settings.num_clips)
-        test_probs[member.name] = head_probabilities(trained.head, feats, test, member.head, settings.num_clips)
-        if member.encoder not in loaded:  # each encoder read once, not once per member
-            loaded[member.encoder] = load_encoder(encoders_root / member.encoder)
-        _save_member(out, member, trained, probe, encoders_root / member.encoder, loaded[member.encoder],
-                     configs[member.encoder], data, train_idx)
-        heads_meta[member.name] = {"head": member.head, "encoder": member.encoder, "train_videos": len(train_idx),
-                                   "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy}
+    shared_features = {name: backend.share(f) for name, f in features.items()}
+    outcomes = backend.map("heads", [
+        Job(m.name, member_job, (m, shared_features[m.encoder], shared_data, settings, out, encoders_root / m.encoder,
+                                 configs[m.encoder]), device=False)
+        for m in members])
+    val_probs = {name: o.val_probs for name, o in outcomes.items()}
+    test_probs = {name: o.test_probs for name, o in outcomes.items()}
+    heads_meta = {name: o.meta for name, o in outcomes.items()}
     timings["heads"] = time.perf_counter() - t
 
     partials = [m.name for m in members if m.name != "general"]
@@ -372,13 +369,6 @@ def _check_settings(out: Path, settings: ExperimentSettings) -> None:
             lines = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
             raise PicoJepaError(f"{out} holds an experiment with other settings ({lines}); use a new --out")
     write_json(path, {"settings": current})
-
-
-def _save_member(out: Path, member: Member, trained: TrainedHead, probe: ProbeConfig, encoder_dir: Path,
-                 encoder: VideoViT, cfg: Config, data: LabelledData, train_idx: np.ndarray) -> None:
-    clf = VideoClassifier(encoder, trained.head, member.head, data.class_names, cfg, probe.num_clips)
-    save_classifier(out / "classifiers" / member.name, clf, encoder_dir, probe, trained,
-                    train_videos=[data.paths[i] for i in train_idx])
 
 
 def _fitted_params(ens: Ensemble) -> dict[str, Any]:
