@@ -18,6 +18,10 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect data and build manife
 app.add_typer(data_app, name="data")
 
 
+HEAD_HELP = ("attentive (default; V-JEPA's frozen evaluation: a learned query cross-attends to all tokens), "
+             "linear or mlp (on mean-pooled tokens).")
+
+
 def _mount_viz() -> None:
     from .viz import viz_app
 
@@ -73,6 +77,12 @@ def pretrain(
     max_steps: Annotated[int | None, typer.Option(
         "--max-steps", help="Stop after this many steps in this call, leaving a checkpoint for --resume "
                             "(e.g. to fit a cluster's time limit).")] = None,
+    eval_data: Annotated[Path | None, typer.Option(
+        help="Labelled videos for the learning monitor: every --eval-every steps a small attentive probe and "
+             "a k-NN classifier score the online and EMA encoders (step 0 = random init), logged to "
+             "metrics.jsonl and plotted by 'viz curves'. Keep your test videos out of it.")] = None,
+    eval_every: Annotated[int, typer.Option(help="Steps between monitor readings (0: about five per run).",
+                                            min=0)] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA: faster).")] = False,
     decoder: Decoder = None,
     cache_dir: CacheDir = None,
@@ -99,7 +109,13 @@ def pretrain(
     )
     if max_steps is not None and max_steps < 1:
         raise PicoJepaError("--max-steps must be at least 1")
-    result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir, max_steps=max_steps)
+    monitor = None
+    if eval_data is not None and env_rank() == 0:  # under torchrun rank 0 alone runs the monitor
+        from ..probe.monitor import build_monitor
+
+        monitor = build_monitor(cfg, eval_data, eval_every, cache_dir=cache_dir, progress=not quiet)
+    result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir, max_steps=max_steps,
+                 monitor=monitor)
     if env_rank() != 0:
         return
     typer.echo(f"pretrained {result.steps} steps on {result.videos} videos in {result.seconds:.1f} s "
@@ -201,7 +217,7 @@ def probe(
     encoder: Annotated[Path, typer.Option("--encoder", "-e", help="Pretraining run folder.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Labelled videos (class folders or manifest).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Classifier folder to write.")],
-    head: Annotated[str, typer.Option(help="linear, attentive or mlp.")] = "linear",
+    head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Annotated[int, typer.Option(help="Head training epochs (the best on validation is kept).")] = 60,
     lr: Annotated[float, typer.Option(help="Head learning rate.")] = 1e-3,
     finetune: Annotated[bool, typer.Option("--finetune", help="Also train a copy of the encoder.")] = False,
@@ -238,7 +254,7 @@ def experiment(
                                            "each Partial pretrains its own encoder on its shard.")] = "shared",
     heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds, head types, width/depth, mask "
                                                      "ratio (independent mode).")] = False,
-    head: Annotated[str, typer.Option(help="linear, attentive or mlp.")] = "linear",
+    head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     probe_epochs: Annotated[int, typer.Option(help="Head training epochs.")] = 60,
