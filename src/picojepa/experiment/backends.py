@@ -183,7 +183,11 @@ class RayBackend(Backend):
             # The driver's own log setup and a dashboard are not needed to map a list of tasks.
             options: dict[str, Any] = {"include_dashboard": False, "configure_logging": False, **(init_options or {})}
             if address:
-                ray.init(address=address, **options)
+                try:
+                    ray.init(address=address, **options)
+                except ConnectionError as e:
+                    raise PicoJepaError(f"cannot join the Ray cluster at {address} ({e}); on the head node use "
+                                        f"--ray-address auto, elsewhere the address 'ray start --head' printed") from e
             else:
                 ray.init(address="local", num_cpus=local_cpus, **options)
         resources = ray.cluster_resources()
