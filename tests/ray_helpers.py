@@ -24,7 +24,7 @@ def install() -> None:
 
     def save(state: dict, out: Path) -> None:
         original(state, out)
-        if Path(out).name != name:
+        if Path(out).name.split("-")[0] != name:  # run folders are <encoder>-<settings key>
             return
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))

@@ -97,9 +97,9 @@ def test_local_ray_instance_matches_local_backend_and_a_rerun_recomputes_nothing
     assert _files(out) == before  # nothing finished was written again
     assert _comparable(again.report, out) == local_report
     text = capsys.readouterr().err
-    for stage, names in (("pretrain", ["general", "partial_1", "partial_2"]),
-                         ("features", ["general", "partial_1", "partial_2"]),
-                         ("heads", ["general", "partial_1", "partial_2"])):
+    with_baseline = ["general", "partial_1", "partial_2", "random_init"]  # the baseline is not pretrained
+    for stage, names in (("pretrain", ["general", "partial_1", "partial_2"]), ("features", with_baseline),
+                         ("heads", with_baseline)):
         states = _states(text, stage)
         assert sorted(states) == names, (stage, text[-3000:])
         assert all(s[-1] == "reused (finished earlier)" for s in states.values()), (stage, states)

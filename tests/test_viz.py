@@ -61,7 +61,7 @@ def read_png(path: Path, width: int | None = None, height: int | None = None) ->
 
 
 def test_every_model_name_has_its_own_colour_and_save_is_atomic(tmp_path):
-    assert len(set(MODEL_COLORS.values())) == len(MODEL_COLORS) == 15
+    assert len(set(MODEL_COLORS.values())) == len(MODEL_COLORS) == 16
     fig = new_figure(4, 3)
     fig.subplots().plot([0, 1], [0, 1])
     read_png(save(fig, tmp_path / "sub" / "line.png"), width=600, height=450)

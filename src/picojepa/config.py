@@ -45,6 +45,8 @@ class MaskConfig:
     long_range: bool = False
     long_ratio: float = 0.85
     long_block_scale: tuple[float, float] = (0.5, 0.8)
+    # Also predict the last k time slices in full from the earlier ones (0: off, as in V-JEPA).
+    future_slices: int = 0
 
 
 @dataclass
@@ -242,6 +244,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"mask.ratio must be in (0, 1), got {cfg.mask.ratio}")
     if cfg.mask.long_range and not 0.0 < cfg.mask.long_ratio < 1.0:
         raise ConfigError(f"mask.long_ratio must be in (0, 1), got {cfg.mask.long_ratio}")
+    grid_t = m.num_frames // m.tubelet_size
+    if not 0 <= cfg.mask.future_slices < grid_t:
+        raise ConfigError(f"mask.future_slices must be in [0, {grid_t - 1}] for {grid_t} time slices")
     if cfg.train.regularizer not in ("none", "sigreg", "vicreg"):
         raise ConfigError(f"train.regularizer must be none, sigreg or vicreg, got {cfg.train.regularizer!r}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:

@@ -29,6 +29,7 @@ from .aggregation import HARD_VOTE_TIE_RULE, hard_vote, vote_fractions
 from .evaluation import check_labels, check_probs, evaluate_model, paired_bootstrap_gap, pairwise_disagreement
 
 GENERAL = "general"
+RANDOM_INIT = "random_init"  # the General's head on the same architecture at initialisation: the baseline
 MEMBER_PATTERN = re.compile(r"^partial_([1-9]\d*)$")
 ENSEMBLE_ORDER = ("vote", "soft", "weighted", "stack")
 CSV_COLUMNS = ("video", "label", "model", "pred")
@@ -80,12 +81,12 @@ class _Outputs:
 
 
 def is_model_name(name: str) -> bool:
-    return name == GENERAL or MEMBER_PATTERN.match(name) is not None
+    return name in (GENERAL, RANDOM_INIT) or MEMBER_PATTERN.match(name) is not None
 
 
 def _model_order(names: Sequence[str]) -> list[str]:
     members = sorted((n for n in names if MEMBER_PATTERN.match(n)), key=lambda n: int(n.split("_")[1]))
-    return [n for n in names if n == GENERAL] + members
+    return [n for n in (GENERAL, RANDOM_INIT) if n in names] + members
 
 
 def _ensemble_order(names: Sequence[str]) -> list[str]:
@@ -94,6 +95,8 @@ def _ensemble_order(names: Sequence[str]) -> list[str]:
 
 def display_name(name: str) -> str:
     """``partial_3`` -> ``Partial 3``, ``general`` -> ``General``, ``best_single`` -> ``Best single``."""
+    if name == RANDOM_INIT:
+        return "Random init"
     return name.replace("_", " ").capitalize()
 
 
@@ -124,7 +127,8 @@ def _validate(inputs: ReportInputs) -> _Outputs:
     bad_ensembles = [n for n in inputs.ensembles if is_model_name(n)]
     if bad_models or bad_ensembles:
         raise ConfigError(
-            "models must be named 'general' or 'partial_<k>' (k = 1, 2, ...) and ensembles anything else; "
+            "models must be named 'general', 'random_init' or 'partial_<k>' (k = 1, 2, ...) and ensembles "
+            "anything else; "
             f"got models {bad_models}, ensembles {bad_ensembles}"
         )
     model_names = _model_order(list(inputs.models))
@@ -212,9 +216,15 @@ def _metrics_from_outputs(out: _Outputs, n_resamples: int, seed: int, gap_metric
         )
     models = {name: evaluate(name) for name in out.model_names}
     members = out.member_names
+    gain = None
+    if RANDOM_INIT in out.preds:
+        gain = paired_bootstrap_gap(out.y, out.preds[GENERAL], out.preds[RANDOM_INIT], n_resamples=n_resamples,
+                                    seed=seed, metric=gap_metric)
     return {
         "classes": out.classes,
         "n_test": len(out.y),
+        "chance": 1.0 / len(out.classes),
+        "pretraining_gain": gain,
         "models": models,
         "ensembles": ensembles,
         "ece": {name: entry["ece"] for name, entry in {**models, **ensembles}.items()},
@@ -431,6 +441,7 @@ def _format_value(value: Any) -> str:
 def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]] | None = None) -> str:
     """``report.md``: the two per-class tables, gaps, references, diversity, ECE, splits, compute, figures."""
     parts = ["# pico-JEPA report", ""]
+    parts += _section("Did pretraining help?", pretraining_gain_text(report))
     parts += _section("Accuracy per class (%)", _markdown_table(*per_class_table(report, "accuracy")))
     parts += _section(
         "Mean confidence per class (%)", _markdown_table(*per_class_table(report, "confidence"))
@@ -452,6 +463,32 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]
             "Figures", "\n\n".join(f"![{caption}]({path})\n\n*{caption}*" for caption, path in figures)
         )
     return "\n".join(parts).rstrip() + "\n"
+
+
+def pretraining_gain_text(report: Mapping[str, Any]) -> str:
+    """One line: General minus the random-init encoder (same head, splits and seed), with its CI."""
+    gain = report.get("pretraining_gain")
+    chance = report.get("chance")
+    chance_text = f"chance {_pct(chance)} %" if chance is not None else ""
+    if not gain:
+        return f"No random-init baseline in this report ({chance_text})."
+    models = report["models"]
+    low, high = gain["ci95"]
+    verdict = "includes 0: not significant" if gain["ci_includes_zero"] else "excludes 0"
+    lines = [f"Pretraining gain: {_pct(gain['mean'], signed=True)} pp [95 % CI {_pct(low, True)}, "
+             f"{_pct(high, True)}; {verdict}] — General {_pct(models[GENERAL]['accuracy']['micro'])} % vs "
+             f"random-init encoder {_pct(models[RANDOM_INIT]['accuracy']['micro'])} % (same architecture, seed, "
+             f"head and splits; paired bootstrap over test videos); {chance_text}."]
+    other = report.get("other_head")
+    if other:
+        o_low, o_high = other["gain"]["ci95"]
+        lines.append(f"With the other head ({other['head']}): General {_pct(other['general'])} % vs random init "
+                     f"{_pct(other['random_init'])} %, gain {_pct(other['gain']['mean'], signed=True)} pp "
+                     f"[{_pct(o_low, True)}, {_pct(o_high, True)}].")
+    monitor = ((report.get("encoders") or {}).get(GENERAL) or {}).get("monitor")
+    if monitor:
+        lines.append(f"General's {monitor}.")
+    return "\n\n".join(lines)
 
 
 def _bootstrap_note(report: Mapping[str, Any]) -> str:
@@ -520,6 +557,7 @@ def _compute_table(compute: Mapping[str, Mapping[str, Any]]) -> str:
 def format_terminal_tables(report: Mapping[str, Any]) -> str:
     """Plain-text accuracy and confidence tables plus the gaps, for printing in a terminal."""
     blocks = [
+        pretraining_gain_text(report),
         "Accuracy per class (%)\n" + _text_table(*per_class_table(report, "accuracy")),
         "Mean confidence per class (%)\n" + _text_table(*per_class_table(report, "confidence")),
         "Gaps vs General (percentage points, paired bootstrap 95 % CI)\n" + _text_table(*gap_table(report)),

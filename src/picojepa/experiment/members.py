@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import Config
+from ..ensemble.report import RANDOM_INIT
 from ..models import VideoViT
 from ..probe.classifier import (
     ProbeConfig,
@@ -48,8 +49,9 @@ class MemberOutcome:
 
 
 def train_idx_of(member: Member, data: LabelledData) -> np.ndarray:
-    """General trains its head on the whole training split, Partial i on shard i."""
-    if member.name == "general":
+    """General and the random-init baseline train their heads on the whole training split, Partial i on
+    shard i."""
+    if member.name in ("general", RANDOM_INIT):
         return data.split_idx["train"]
     return data.shard_idx[int(member.name.split("_")[1]) - 1]
 

@@ -39,6 +39,7 @@ PARTIAL_GREYS = ("#3F3F3F", "#5A5A5A", "#747474", "#8C8C8C", "#A3A3A3", "#B8B8B8
 
 MODEL_COLORS: dict[str, str] = {
     "general": OKABE_ITO["black"],
+    "random_init": "#B8860B",  # dark goldenrod: the baseline, visible on white
     **{f"partial_{k}": grey for k, grey in enumerate(PARTIAL_GREYS, start=1)},
     "vote": OKABE_ITO["orange"],
     "soft": OKABE_ITO["blue"],
