@@ -17,7 +17,8 @@ score = {r['recipe']: sum(v for k, v in r['gain_ema'].items() if k.endswith('/at
 top = sorted(score, key=score.get, reverse=True)[:$2]
 print(','.join(top + [r for r in '${3:-}'.split(',') if r and r not in top]))"
 }
-timeout 230 $PY bench/recipe_sweep.py --budget 20000 --batch 32 --time-limit 165 --tag gpu-20k-b \
+SWEEP=${SWEEP:-vicreg-local-1,sigreg-local-0.5,future2+vicreg-local-1,vicreg-local-0.1,stopgrad+sigreg-local-0.5,sigreg-local-0.05,patch8+vicreg-local-1}
+timeout 230 $PY bench/recipe_sweep.py --recipes "$SWEEP" --budget 20000 --batch 32 --time-limit 165 --tag gpu-20k-b \
   --out "$OUT/sweep-20k.jsonl" 2>&1 | grep -v Warning | tee "$OUT/sweep-20k.txt"
 BEST=$(best "$OUT/sweep-20k.jsonl" 1)
 echo "best at 20k: $BEST" | tee -a "$OUT/sweep-20k.txt"

@@ -41,6 +41,10 @@ RECIPES: dict[str, list[str]] = {
     "sigreg-local-0.5": ["train.regularizer=sigreg", "train.reg_weight=0.5", "train.reg_on=local"],
     "future2+vicreg-local-1": ["mask.future_slices=2", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                "train.reg_on=local"],
+    "stopgrad+sigreg-local-0.5": ["train.ema_start=0", "train.ema_end=0", "train.regularizer=sigreg",
+                                  "train.reg_weight=0.5", "train.reg_on=local"],  # LeJEPA-like: no EMA teacher
+    "patch8+vicreg-local-1": ["model.patch_size=8", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                              "train.reg_on=local"],
     "vicreg-tokens-1": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=tokens"],
     "no-ema-cap": ["train.ema_max_init_fraction=1.0"],  # the old behaviour: EMA mostly init after short runs
     "lr2e-4": ["train.lr=2e-4"],
