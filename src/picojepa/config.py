@@ -84,8 +84,10 @@ class TrainConfig:
     # Schedules are laid out over stretch × the run's steps (V-JEPA's "ipe_scale"): the LR never reaches
     # its floor and the momentum ends below its final value.
     schedule_stretch: float = 1.25
-    regularizer: str = "none"  # none | sigreg | vicreg: anti-collapse term on the context encoder's tokens
-    reg_weight: float = 0.05
+    # Anti-collapse term on the context encoder's tokens: none | vicreg | sigreg. Measured (docs/recipes.md):
+    # the plain V-JEPA objective falls below its random init here; VICReg on the local residual does not.
+    regularizer: str = "vicreg"
+    reg_weight: float = 1.0
     # What the regulariser sees: local (tokens minus their clip's mean and their position's batch mean),
     # content (minus the position's mean only) or tokens (raw).
     reg_on: str = "local"

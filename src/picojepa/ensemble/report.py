@@ -485,6 +485,18 @@ def pretraining_gain_text(report: Mapping[str, Any]) -> str:
         lines.append(f"With the other head ({other['head']}): General {_pct(other['general'])} % vs random init "
                      f"{_pct(other['random_init'])} %, gain {_pct(other['gain']['mean'], signed=True)} pp "
                      f"[{_pct(o_low, True)}, {_pct(o_high, True)}].")
+    low_shot = report.get("low_shot") or []
+    if low_shot:
+        rows = [[str(r["per_class"]), str(r["train_videos"]), _pct(r["general"]), _pct(r["random_init"]),
+                 _pct(r["gain"]["mean"], signed=True),
+                 f"[{_pct(r['gain']['ci95'][0], True)}, {_pct(r['gain']['ci95'][1], True)}]"] for r in low_shot]
+        rows.append(["all", str(report.get("splits", {}).get("train", "")), _pct(models[GENERAL]["accuracy"]["micro"]),
+                     _pct(models[RANDOM_INIT]["accuracy"]["micro"]), _pct(gain["mean"], signed=True),
+                     f"[{_pct(low, True)}, {_pct(high, True)}]"])
+        lines.append("Low-shot frozen evaluation (the same head trained on k labelled videos per class; test "
+                     "accuracy %):\n\n" + _markdown_table(
+                         ["Labels per class", "Training videos", "General", "Random init", "Gain (pp)", "95 % CI"],
+                         rows))
     monitor = ((report.get("encoders") or {}).get(GENERAL) or {}).get("monitor")
     if monitor:
         lines.append(f"General's {monitor}.")
