@@ -92,7 +92,7 @@ def test_report_has_the_random_init_baseline_gain_chance_and_other_head(shared_r
         (general_dir / "config.json").read_text())["config"]["model"]
     # The General's pretraining ran the learning monitor on the training split, from step 0.
     rows = [json.loads(line) for line in (general_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "probe_ema" in r][0] == 0
+    assert next(r["step"] for r in rows if "probe_ema" in r) == 0
 
 
 def test_every_number_is_recomputable_from_predictions_csv(shared_run):
