@@ -214,7 +214,7 @@ def _tied_vote_inputs() -> tuple[ReportInputs, np.ndarray, np.ndarray]:
 
 
 def test_vote_ece_and_confidence_use_the_tie_rule_decision_and_member_probabilities():
-    inputs, members, pred = _tied_vote_inputs()
+    inputs, _, pred = _tied_vote_inputs()
     assert (pred == 2).all()  # tie rule: class 2 has the larger summed probability
     vote = build_report(inputs)["ensembles"]["vote"]
     assert vote["accuracy"]["micro"] == 1.0
