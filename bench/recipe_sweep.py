@@ -35,19 +35,26 @@ from picojepa.train.pretrain import Trainer, initial_encoder
 BASE = ["model.img_size=64", "data.frame_stride=2"]
 RECIPES: dict[str, list[str]] = {
     "vjepa": [],  # V-JEPA's objective with this project's defaults (EMA capped to the run, stretch 1.25)
+    "vicreg-local-0.1": ["train.regularizer=vicreg", "train.reg_weight=0.1", "train.reg_on=local"],
+    "vicreg-local-1": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local"],
+    "sigreg-local-0.05": ["train.regularizer=sigreg", "train.reg_weight=0.05", "train.reg_on=local"],
+    "sigreg-local-0.5": ["train.regularizer=sigreg", "train.reg_weight=0.5", "train.reg_on=local"],
+    "future2+vicreg-local-1": ["mask.future_slices=2", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                               "train.reg_on=local"],
+    "stopgrad+sigreg-local-0.5": ["train.ema_start=0", "train.ema_end=0", "train.regularizer=sigreg",
+                                  "train.reg_weight=0.5", "train.reg_on=local"],  # LeJEPA-like: no EMA teacher
+    "patch8+vicreg-local-1": ["model.patch_size=8", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                              "train.reg_on=local"],
+    "vicreg-tokens-1": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=tokens"],
     "no-ema-cap": ["train.ema_max_init_fraction=1.0"],  # the old behaviour: EMA mostly init after short runs
     "lr2e-4": ["train.lr=2e-4"],
     "lr1e-3": ["train.lr=1e-3"],
     "long-range": ["mask.long_range=true"],
     "tube": ["mask.type=tube"],
-    "future1": ["mask.future_slices=1"],
     "future2": ["mask.future_slices=2"],
     "vicreg": ["train.regularizer=vicreg", "train.reg_weight=0.1"],
     "sigreg": ["train.regularizer=sigreg", "train.reg_weight=0.05"],
-    "future2+vicreg": ["mask.future_slices=2", "train.regularizer=vicreg", "train.reg_weight=0.1"],
-    "future2+sigreg": ["mask.future_slices=2", "train.regularizer=sigreg", "train.reg_weight=0.05"],
     "patch8": ["model.patch_size=8"],
-    "patch8+future2": ["model.patch_size=8", "mask.future_slices=2"],
 }
 # Labelled tasks over the labelled set's classes: motion kinds, and direction pairs.
 LABELLED = ("move_left", "move_right", "rotate_cw", "rotate_ccw", "approach", "oscillate")

@@ -43,7 +43,7 @@ def shared_run(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     root = tmp_path_factory.mktemp("exp")
     # The labelled folder doubles as the pretraining pool: its val/test videos must be removed from it.
     settings = ExperimentSettings(data=str(labelled), pretrain_data=str(labelled), preset="tiny", overrides=FAST,
-                                  probe_epochs=5, mode="shared")
+                                  probe_epochs=5, mode="shared", low_shot=(1, 3))
     run_experiment(settings, root / "shared", cache_dir=root / "cache", progress=False, quiet_tables=True)
     return root / "shared", settings
 
@@ -77,7 +77,12 @@ def test_report_has_the_random_init_baseline_gain_chance_and_other_head(shared_r
     assert report["other_head"]["head"] == "linear"  # the default head is attentive
     assert report["other_head"]["gain"]["mean"] == pytest.approx(
         report["other_head"]["general"] - report["other_head"]["random_init"])
+    low = report["low_shot"]
+    assert [r["per_class"] for r in low] == [1, 3] and [r["train_videos"] for r in low] == [4, 12]
+    for row in low:
+        assert row["gain"]["mean"] == pytest.approx(row["general"] - row["random_init"])
     text = (out / "report.md").read_text()
+    assert "Low-shot frozen evaluation" in text
     assert "Pretraining gain:" in text and "chance 25.0 %" in text and "other head (linear)" in text
     # The random-init encoder is the General's starting point: same architecture and seed, 0 steps.
     random_dir = Path(report["encoders"]["random_init"]["run_dir"])

@@ -62,6 +62,7 @@ class ExperimentSettings:
     bootstrap: int = 2000
     allow_eval_in_pretrain: bool = False
     monitor: bool = True  # learning monitor on the General's pretraining (its labelled training split only)
+    low_shot: tuple[int, ...] = ()  # labelled videos per class for the low-shot table (General vs random init)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +73,8 @@ class ExperimentSettings:
             raise ConfigError(f"--head must be one of {', '.join(HEAD_TYPES)}, got {self.head!r}")
         if self.bootstrap < 2000:
             raise ConfigError("--bootstrap must be at least 2000 resamples")
+        if any(k < 1 for k in self.low_shot):
+            raise ConfigError(f"--low-shot counts must be positive, got {list(self.low_shot)}")
 
 
 @dataclass
@@ -302,6 +305,35 @@ def _other_head_check(settings: ExperimentSettings, features: dict[str, Features
             "random_init": float((preds[RANDOM_INIT] == y).mean()), "gain": gain}
 
 
+def low_shot_subset(train: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` seeded training videos of every class (all of a class that has fewer); sorted."""
+    rng = np.random.default_rng([seed, per_class])
+    picked = [rng.permutation(train[labels[train] == c])[:per_class] for c in np.unique(labels[train])]
+    return np.sort(np.concatenate(picked))
+
+
+def _low_shot_table(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData,
+                    val: np.ndarray, test: np.ndarray) -> list[dict[str, Any]]:
+    """General vs random init with only k labelled training videos per class (V-JEPA's low-shot frozen
+    evaluation): the same head, validation and test splits; only the head's training set shrinks."""
+    rows = []
+    y = data.labels[test]
+    for k in sorted(set(settings.low_shot)):
+        train = low_shot_subset(data.split_idx["train"], data.labels, k, settings.seed)
+        preds = {}
+        for name in ("general", RANDOM_INIT):
+            probe = ProbeConfig(head=settings.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
+                                seed=settings.seed)
+            trained = train_head(features[name], data.labels, train, val, len(data.class_names), probe)
+            probs = head_probabilities(trained.head, features[name], test, settings.head, settings.num_clips)
+            preds[name] = probs.argmax(1)
+        gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
+                                    seed=settings.seed)
+        rows.append({"per_class": k, "train_videos": len(train), "general": float((preds["general"] == y).mean()),
+                     "random_init": float((preds[RANDOM_INIT] == y).mean()), "gain": gain})
+    return rows
+
+
 @dataclass
 class ExperimentResult:
     report: dict[str, Any]
@@ -380,6 +412,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
 
     partials = [m.name for m in members if m.name not in ("general", RANDOM_INIT)]
     other_head = _other_head_check(settings, features, data, val, test)
+    low_shot = _low_shot_table(settings, features, data, val, test)
     y_val, y_test = data.labels[val], data.labels[test]
     p_val = np.stack([val_probs[m] for m in partials])
     p_test = np.stack([test_probs[m] for m in partials])
@@ -403,7 +436,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         extra={"mode": settings.mode, "preset": settings.preset, "heterogeneous": settings.heterogeneous,
                "settings": dataclasses.asdict(settings), "pretraining_pool": pool_meta, "encoders": encoders,
                "heads": heads_meta, "ensemble_compute": _ensemble_compute(settings, encoders),
-               "other_head": other_head,
+               "other_head": other_head, "low_shot": low_shot,
                "validation_accuracy": {m: float((val_probs[m].argmax(1) == y_val).mean()) for m in val_probs},
                "timings_s": {k: round(v, 1) for k, v in timings.items()}},
     )
@@ -426,7 +459,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
 def _check_settings(out: Path, settings: ExperimentSettings) -> None:
     path = out / "experiment.json"
     current = dataclasses.asdict(settings)
-    current["fractions"] = list(current["fractions"])
+    current["fractions"], current["low_shot"] = list(current["fractions"]), list(current["low_shot"])
     if path.exists():
         saved = json.loads(path.read_text()).get("settings", {})
         ignore = {"device"}  # where it runs does not change what it computes

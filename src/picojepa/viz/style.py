@@ -88,6 +88,12 @@ def styled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def fit_text(text: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """Wrap ``text`` onto lines that fit ``width_inches`` at ``fontsize`` points (average glyph ≈ 0.55 em)."""
+    chars = max(12, int(width_inches * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars, break_long_words=False) for line in text.splitlines())
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A headless figure (Agg canvas) with constrained layout, so labels never overlap."""
     fig = Figure(figsize=(width, height), layout="constrained")
