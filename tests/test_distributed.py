@@ -150,8 +150,11 @@ def test_two_ranks_follow_the_single_process_curve_and_rank_0_alone_writes(ddp_r
     assert ddp_losses == pytest.approx(single_losses, rel=1e-4, abs=1e-5)
     assert ddp_losses[-1] < ddp_losses[0]  # and it trains: a curve, not a constant
     a, b = load_file(str(out / "encoder.safetensors")), load_file(str(single / "encoder.safetensors"))
+    # AdamW turns rounding differences in near-zero gradients (the last LayerNorm's bias, which the residual
+    # regulariser cannot see) into weight differences of a few 1e-5: one process on 1 vs 2 threads differs
+    # as much. A wrong slice or gather moves the losses above by orders of magnitude more.
     for key in a:
-        assert torch.allclose(a[key], b[key], rtol=1e-3, atol=1e-5), key
+        assert torch.allclose(a[key], b[key], rtol=1e-3, atol=2e-4), key
     meta = json.loads((out / "config.json").read_text())
     assert meta["finished"] and meta["world_size"] == 2 and meta["steps"] == 15 and meta["clips_seen"] == 60
     rank0, rank1 = (json.loads((root / f"writes.{r}.json").read_text()) for r in (0, 1))
