@@ -4,7 +4,8 @@ import time
 import numpy as np
 import pytest
 
-from picojepa.ensemble.evaluation import (
+from picojepa.errors import ConfigError, DataError
+from picojepa.metrics import (
     confidence_per_class,
     confusion_matrix,
     evaluate_model,
@@ -16,7 +17,6 @@ from picojepa.ensemble.evaluation import (
     pairwise_disagreement,
     per_class_accuracy,
 )
-from picojepa.errors import ConfigError, DataError
 
 Y = np.array([0, 0, 0, 1, 1, 2])
 PRED = np.array([0, 0, 1, 1, 0, 2])

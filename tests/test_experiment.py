@@ -15,7 +15,7 @@ from picojepa.cli import app
 from picojepa.data.splits import load_splits
 from picojepa.datasets.synth import generate_dataset
 from picojepa.ensemble.report import recompute_from_predictions
-from picojepa.errors import CheckpointError, PicoJepaError
+from picojepa.errors import CheckpointError, DataError, PicoJepaError
 from picojepa.experiment.run import ExperimentSettings, run_experiment
 from picojepa.probe.classifier import load_classifier
 
@@ -234,3 +234,38 @@ def test_a_changed_weight_setting_retrains_and_a_cosmetic_one_reuses(labelled, t
         other = run(setting.replace("=", "_"), setting)
         assert other != base and (other / "encoder.safetensors").is_file(), setting
     assert (base / "encoder.safetensors").is_file()  # the earlier encoder is kept, not overwritten
+
+
+def test_probe_skips_unreadable_videos_lists_them_and_reports_the_random_init_baseline(shared_run, labelled,
+                                                                                      tmp_path, monkeypatch):
+    from picojepa.data.cache import ClipCache
+    from picojepa.data.decode import VideoError
+
+    out, _ = shared_run
+    victim = sorted((labelled / CLASSES[1]).glob("*.mp4"))[0]
+    real_load = ClipCache.load
+
+    def load(self, video):  # decodes at scan and cache time, breaks when its frames are read
+        if Path(video) == victim:
+            raise VideoError(video, "undecodable after 3 frames")
+        return real_load(self, video)
+
+    monkeypatch.setattr(ClipCache, "load", load)
+    clf_dir = tmp_path / "clf"
+    result = CliRunner().invoke(app, ["probe", "--encoder", str(general_encoder(out)), "--data", str(labelled),
+                                      "--out", str(clf_dir), "--epochs", "2", "--quiet",
+                                      "--cache-dir", str(out.parent / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "1 skipped" in result.output and "pretraining gain" in result.output
+    skipped = json.loads((clf_dir / "skipped.json").read_text())
+    assert [Path(s["path"]) for s in skipped] == [victim] and skipped[0]["stage"] == "decode"
+    used = [v for part in load_splits(clf_dir / "splits.json").splits.values() for v in part]
+    assert str(victim) not in used and len(used) == 39
+    summary = json.loads((clf_dir / "probe.json").read_text())
+    assert summary["pretraining_gain"]["mean"] == pytest.approx(
+        summary["test_accuracy"] - summary["random_init_test_accuracy"])
+    # Too many unreadable videos is refused, not silently trained on.
+    result = CliRunner().invoke(app, ["probe", "--encoder", str(general_encoder(out)), "--data", str(labelled),
+                                      "--out", str(tmp_path / "clf2"), "--epochs", "1", "--quiet",
+                                      "--max-bad-fraction", "0.01", "--cache-dir", str(out.parent / "cache")])
+    assert isinstance(result.exception, DataError) and "unusable" in str(result.exception)

@@ -8,7 +8,7 @@ from pathlib import Path
 import picojepa
 
 FLOORS = [
-    {"config", "errors", "utils", "progress", "perf"},
+    {"config", "errors", "utils", "progress", "perf", "metrics"},
     {"models", "masks"},
     {"data"},
     {"datasets"},

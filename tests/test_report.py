@@ -227,7 +227,7 @@ def test_vote_ece_and_confidence_use_the_tie_rule_decision_and_member_probabilit
 
 
 def test_bootstrap_is_stratified_by_class():
-    from picojepa.ensemble.evaluation import paired_bootstrap_gap
+    from picojepa.metrics import paired_bootstrap_gap
 
     y = np.array([0] * 90 + [1] * 10)
     a = y.copy()

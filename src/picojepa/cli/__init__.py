@@ -234,18 +234,28 @@ def probe(
     seed: Annotated[int, typer.Option()] = 0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
+    max_bad_fraction: MaxBad = None,
+    baseline: Annotated[bool, typer.Option(help="Also train the same head on the encoder's random "
+                                                "initialisation (same seed) and report the gain.")] = True,
     quiet: Quiet = False,
 ) -> None:
-    """Train a classification head on a pretrained encoder: frozen features are computed once and cached,
-    the head trains on the training split and the epoch is chosen by validation accuracy. Writes
-    OUT/classifier.safetensors and OUT/config.json."""
+    """Train a classification head on a pretrained encoder: frozen features are computed once, the head
+    trains on the training split and the epoch is chosen by validation accuracy; the same head on the
+    random-init encoder gives the pretraining gain (paired bootstrap CI). Unreadable videos are skipped and
+    listed. Writes OUT/classifier.safetensors, config.json, probe.json, report.md, splits.json, skipped.json."""
     from ..probe.classifier import ProbeConfig
     from ..probe.run import run_probe
 
     cfg = ProbeConfig(head=head, epochs=epochs, lr=lr, num_clips=num_clips, finetune=finetune, seed=seed)
-    summary = run_probe(encoder, data, out, cfg, splits, device, cache_dir, progress=not quiet)
-    typer.echo(f"classifier in {out}: validation accuracy {summary['val_accuracy']:.3f}, "
-               f"test accuracy {summary['test_accuracy']:.3f} ({summary['test']} test videos)")
+    summary = run_probe(encoder, data, out, cfg, splits, device, cache_dir, progress=not quiet,
+                        max_bad_fraction=max_bad_fraction, baseline=baseline)
+    text = (f"classifier in {out}: validation accuracy {summary['val_accuracy']:.3f}, test accuracy "
+            f"{summary['test_accuracy']:.3f} ({summary['test']} test videos, {summary['skipped']} skipped)")
+    if "pretraining_gain" in summary:
+        gain = summary["pretraining_gain"]
+        text += (f"; random-init encoder {summary['random_init_test_accuracy']:.3f}, pretraining gain "
+                 f"{100 * gain['mean']:+.1f} pp [95 % CI {100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}]")
+    typer.echo(text)
 
 
 @app.command()

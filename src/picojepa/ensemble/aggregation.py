@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from ..errors import ConfigError, DataError, PicoJepaError
-from .evaluation import check_labels, check_probs
+from ..metrics import check_labels, check_probs
 
 METHODS = ("vote", "soft", "weighted", "stack")
 STACK_FEATURES = ("log", "prob")

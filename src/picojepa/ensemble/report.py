@@ -24,9 +24,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, DataError
+from ..metrics import check_labels, check_probs, evaluate_model, paired_bootstrap_gap, pairwise_disagreement
 from ..utils import write_json, write_text
 from .aggregation import HARD_VOTE_TIE_RULE, hard_vote, vote_fractions
-from .evaluation import check_labels, check_probs, evaluate_model, paired_bootstrap_gap, pairwise_disagreement
 
 GENERAL = "general"
 RANDOM_INIT = "random_init"  # the General's head on the same architecture at initialisation: the baseline

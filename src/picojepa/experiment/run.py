@@ -24,9 +24,9 @@ from ..data.prepare import PreparedData, prepare_videos
 from ..data.sources import VideoItem, VideoSet, load_videos
 from ..data.splits import load_splits, save_splits, stratified_shards, stratified_split
 from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_vote
-from ..ensemble.evaluation import paired_bootstrap_gap
 from ..ensemble.report import RANDOM_INIT, ReportInputs, build_report, format_terminal_tables, write_report
 from ..errors import ConfigError, DataError, PicoJepaError
+from ..metrics import paired_bootstrap_gap
 from ..probe.classifier import ProbeConfig, file_sha256, head_probabilities, train_head
 from ..probe.features import Features, extract_features
 from ..probe.heads import HEAD_TYPES, uses_pooled_features

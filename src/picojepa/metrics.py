@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..errors import ConfigError, DataError
+from .errors import ConfigError, DataError
 
 PROB_SUM_TOLERANCE = 1e-3
 GAP_METRICS = ("micro", "macro")
