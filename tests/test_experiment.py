@@ -269,3 +269,21 @@ def test_probe_skips_unreadable_videos_lists_them_and_reports_the_random_init_ba
                                       "--out", str(tmp_path / "clf2"), "--epochs", "1", "--quiet",
                                       "--max-bad-fraction", "0.01", "--cache-dir", str(out.parent / "cache")])
     assert isinstance(result.exception, DataError) and "unusable" in str(result.exception)
+
+
+def test_repeats_rerun_the_design_with_new_seeds_and_report_the_spread(labelled, tmp_path):
+    result = CliRunner().invoke(app, ["experiment", "--data", str(labelled), "--out", str(tmp_path / "rep"),
+                                      "--preset", "tiny", "--set", "data.num_workers=0", "--epochs", "1",
+                                      "--batch-size", "8", "--probe-epochs", "2", "--num-clips", "1",
+                                      "--repeats", "3", "--quiet", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "± " in result.output and "vote" in result.output
+    summary = json.loads((tmp_path / "rep" / "repeats.json").read_text())
+    assert summary["seeds"] == [0, 1, 2]
+    splits = [load_splits(tmp_path / "rep" / f"seed_{s}" / "splits.json").splits["test"] for s in (0, 1, 2)]
+    assert splits[0] != splits[1] != splits[2]  # every repeat draws its own split
+    reports = [json.loads((tmp_path / "rep" / f"seed_{s}" / "report.json").read_text()) for s in (0, 1, 2)]
+    vote = [r["ensembles"]["vote"]["gap_vs_general"]["mean"] for r in reports]
+    assert summary["gaps"]["vote"]["mean"] == pytest.approx(np.mean(vote))
+    assert summary["gaps"]["vote"]["std"] == pytest.approx(np.std(vote, ddof=1))
+    assert "Mean ± std across repeats" in (tmp_path / "rep" / "repeats.md").read_text()

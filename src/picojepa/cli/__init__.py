@@ -280,6 +280,9 @@ def experiment(
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples for the CIs (≥ 2000).")] = 2000,
     low_shot: Annotated[str, typer.Option(help="Comma-separated labelled videos per class for a low-shot table "
                                                "of General vs random init, e.g. 5,10,25 (empty: none).")] = "",
+    repeats: Annotated[int, typer.Option(help="Run the whole design this many times with seeds seed, seed+1, … "
+                                              "(new splits, shards, inits) and report each gap's mean ± spread.",
+                                         min=1)] = 1,
     allow_eval_in_pretrain: Annotated[bool, typer.Option(
         help="Let validation/test videos into the pretraining pool (off: they are removed).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
@@ -325,6 +328,14 @@ def experiment(
         low_shot=_counts(low_shot, "--low-shot"))
     with make_backend(backend, address=ray_address, cpus_per_member=cpus_per_member,
                       gpus_per_member=gpus_per_member, progress=not quiet) as jobs:
+        if repeats > 1:
+            from ..experiment.repeats import format_repeats, run_repeats
+
+            summary = run_repeats(settings, out, repeats, cache_dir=cache_dir, progress=not quiet,
+                                  quiet_tables=quiet, backend=jobs)
+            typer.echo(format_repeats(summary))
+            typer.echo(f"summary: {out / 'repeats.md'}; each run in {out}/seed_<seed>/")
+            return
         result = run_experiment(settings, out, cache_dir=cache_dir, progress=not quiet, backend=jobs)
     typer.echo(f"report: {result.out / 'report.md'} ({result.seconds:.0f} s)")
 
