@@ -78,3 +78,13 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         assert (tmp_path / "demo" / mode / "figures" / "accuracy.png").is_file()
     summary = (tmp_path / "demo" / "summary.md").read_text()
     assert "Accuracy per class" in summary and "Gaps vs General" in summary
+
+
+def test_experiment_help_describes_the_stacker_and_cross_fitting():
+    from typer.testing import CliRunner
+
+    from picojepa.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["experiment", "--help"]).output.split())
+    assert "log-probabilities" in text and "member probabilities fitted" not in text
+    assert "cross-fitted" in text

@@ -62,7 +62,11 @@ def test_experiment_writes_every_file_with_the_stated_keys(shared_run):
     for name in ("vote", "soft", "weighted", "stack"):
         gap = report["ensembles"][name]["gap_vs_general"]
         assert gap["ci95"][0] <= gap["mean"] <= gap["ci95"][1]
-    assert sum(report["splits"].values()) == 40
+    assert sum(report["splits"][k] for k in ("train", "val", "test")) == 40
+    assert report["splits"]["shards"] == [6, 6, 6, 6]
+    assert report["splits"]["val (epoch selection)"] + report["splits"]["val (aggregation fits)"] == 8
+    text = (out / "report.md").read_text()
+    assert "| shard 1 | 6 |" in text and "validation half B" in text
     assert "Accuracy per class" in (out / "report.md").read_text()
 
 
@@ -139,11 +143,23 @@ def test_rerun_reuses_stages_and_refuses_other_settings(shared_run, labelled, tm
 
 
 def test_independent_heterogeneous_mode_reports_compute(labelled, tmp_path):
-    settings = ExperimentSettings(data=str(labelled), preset="tiny", overrides=FAST, probe_epochs=3,
+    data = tmp_path / "labelled"
+    shutil.copytree(labelled, data)
+    (data / CLASSES[0] / "broken.mp4").write_bytes(b"\x00" * 100)
+    settings = ExperimentSettings(data=str(data), preset="tiny", overrides=FAST, probe_epochs=3,
                                   mode="independent", heterogeneous=True)
     result = run_experiment(settings, tmp_path / "ind", cache_dir=tmp_path / "cache", progress=False,
                             quiet_tables=True)
     report = result.report
+    # Without a separate pool, each Partial's encoder pretrains on exactly the videos its head trains on.
+    pools = json.loads((tmp_path / "ind" / "pretraining_pools.json").read_text())
+    shards = load_splits(tmp_path / "ind" / "splits.json").shards
+    for i, shard in enumerate(shards, start=1):
+        assert sorted(pools[f"partial_{i}"]) == sorted(shard)
+    # The labelled video dropped before the split is recorded.
+    skipped = json.loads((tmp_path / "ind" / "skipped.json").read_text())
+    assert [Path(s["path"]).name for s in skipped] == ["broken.mp4"] and skipped[0]["stage"] == "labelled scan"
+    assert report["skipped"] == 1
     compute = report["ensemble_compute"]
     encoders = report["encoders"]
     assert compute["ensemble_clip_steps"] == sum(encoders[f"partial_{i}"]["clip_steps"] for i in range(1, 5))
@@ -217,6 +233,17 @@ def test_probe_finetune_trains_its_own_encoder_copy(shared_run, labelled, tmp_pa
     meta = json.loads((clf_dir / "config.json").read_text())
     assert meta["encoder_embedded"] and len(meta["history"]) == 2
     assert load_classifier(clf_dir).class_names == meta["class_names"]
+
+
+def test_saved_shards_must_cover_the_training_split(shared_run, tmp_path):
+    out, settings = shared_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("encoders", "features", "classifiers", "members"))
+    splits = json.loads((copy / "splits.json").read_text())
+    splits["shards"][0] = splits["shards"][0][:-1]  # one training video in no shard
+    (copy / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(PicoJepaError, match="do not cover the training split"):
+        run_experiment(settings, copy, cache_dir=out.parent / "cache", progress=False, quiet_tables=True)
 
 
 def test_a_changed_weight_setting_retrains_and_a_cosmetic_one_reuses(labelled, tmp_path):

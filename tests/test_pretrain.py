@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,24 @@ def test_load_encoder_refuses_mismatched_checkpoints(video_folder, tmp_path, cac
         load_encoder(run)
     with pytest.raises(CheckpointError, match="not found"):
         load_encoder(tmp_path / "nowhere")
+
+
+def test_clips_seen_counts_what_was_trained_on_not_steps_times_batch(video_folder, tmp_path, cache_dir,
+                                                                    monkeypatch):
+    from picojepa.data.cache import ClipCache
+    from picojepa.data.decode import VideoError
+
+    victim = sorted((video_folder / "left").glob("*.mp4"))[0]
+    real_load = ClipCache.load
+
+    def load(self, video):  # cached fine, then unreadable while training
+        if Path(video) == victim:
+            raise VideoError(video, "undecodable")
+        return real_load(self, video)
+
+    monkeypatch.setattr(ClipCache, "load", load)
+    cfg = tiny(epochs=2)  # 12 videos, batch 4: 3 steps per epoch, the victim in one batch per epoch
+    result = pretrain(cfg, video_folder, tmp_path / "run", progress=False, cache_dir=cache_dir)
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert result.steps == 6 and result.clips_seen == meta["clips_seen"] == 6 * 4 - 2
+    assert [Path(s["path"]) for s in json.loads((tmp_path / "run" / "skipped.json").read_text())] == [victim]

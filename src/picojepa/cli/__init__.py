@@ -304,10 +304,12 @@ def experiment(
     """General vs N Partials vs their aggregations (vote, soft, weighted, stack), scored on a test split
     that nothing else ever sees. Writes report.md, report.json, predictions.csv, splits.json, figures/.
 
-    Aggregations: vote = hard majority vote; soft = mean probability; weighted = soft vote with weights
-    fitted on the validation split; stack = logistic regression on member probabilities fitted on the
-    validation split. Hard vote: each member votes for its top class; ties go to the larger summed
-    probability among the tied classes, then to the lower class index."""
+    Aggregations: vote = hard majority vote; soft = mean probability; weighted = soft vote with fitted
+    weights; stack = logistic regression on the members' log-probabilities. Validation is cross-fitted:
+    heads choose their epoch on one half, weights, stacker and the best single member are fitted on the
+    other. Hard vote: each member votes for its top class; ties go to the larger summed probability among
+    the tied classes, then to the lower class index. The report starts with the pretraining gain: the
+    General against the same architecture at initialisation (same seed, head and splits)."""
     from ..experiment.backends import make_backend
     from ..experiment.run import ExperimentSettings, run_experiment
     from ..train.distributed import env_world_size

@@ -466,6 +466,9 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]
     parts += _section(
         "Gaps vs General", _markdown_table(*gap_table(report)) + "\n\n" + _bootstrap_note(report)
     )
+    if report.get("fitting"):
+        parts += _section("What each choice was fitted on",
+                          "\n".join(f"- {k.replace('_', ', ')}: {v}" for k, v in report["fitting"].items()))
     parts += _section("Reference lines", _reference_text(report))
     parts += _section("Diversity", _diversity_text(report))
     ece = [[display_name(n), f"{v:.4f}"] for n, v in report.get("ece", {}).items()]

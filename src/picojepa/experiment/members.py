@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class MemberOutcome:
-    val_probs: np.ndarray  # (V_val, C)
+    val_probs: np.ndarray  # (V_val_fit, C): the validation half used by the second-level fits
     test_probs: np.ndarray  # (V_test, C)
     meta: dict[str, Any]  # head, encoder, train_videos, best_epoch, val_accuracy
 
@@ -59,7 +59,7 @@ def train_idx_of(member: Member, data: LabelledData) -> np.ndarray:
 def member_job(member: Member, features: Features, data: LabelledData, settings: ExperimentSettings, out: Path,
                encoder_dir: Path, cfg: Config) -> MemberOutcome:
     train_idx = train_idx_of(member, data)
-    val, test = data.split_idx["val"], data.split_idx["test"]
+    select, val, test = data.val_select, data.val_fit, data.split_idx["test"]
     probe = ProbeConfig(head=member.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
                         seed=member.seed)
     record = out / "members" / f"{member.name}.npz"
@@ -67,7 +67,7 @@ def member_job(member: Member, features: Features, data: LabelledData, settings:
     if (found := _load(record, key)) is not None and (out / "classifiers" / member.name / "config.json").is_file():
         mark_reused()
         return found
-    trained = train_head(features, data.labels, train_idx, val, len(data.class_names), probe)
+    trained = train_head(features, data.labels, train_idx, select, len(data.class_names), probe)
     outcome = MemberOutcome(
         head_probabilities(trained.head, features, val, member.head, settings.num_clips),
         head_probabilities(trained.head, features, test, member.head, settings.num_clips),
@@ -95,7 +95,8 @@ def _encoder(encoder_dir: str, mtime_ns: int, size: int) -> VideoViT:
 
 def _key(encoder_dir: Path, probe: ProbeConfig, data: LabelledData, train_idx: np.ndarray) -> str:
     parts = [file_sha256(encoder_dir / ENCODER_FILE), dataclasses.asdict(probe), train_idx.tolist(),
-             data.split_idx["val"].tolist(), data.split_idx["test"].tolist(), np.asarray(data.labels).tolist(),
+             data.val_select.tolist(), data.val_fit.tolist(), data.split_idx["test"].tolist(),
+             np.asarray(data.labels).tolist(),
              data.class_names, data.paths]
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()
 

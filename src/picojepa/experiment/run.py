@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config, load_config
-from ..data.prepare import PreparedData, prepare_videos
+from ..data.prepare import PreparedData, prepare_videos, skipped_records
 from ..data.sources import VideoItem, VideoSet, load_videos
 from ..data.splits import load_splits, save_splits, stratified_shards, stratified_split
 from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_vote
@@ -133,6 +133,20 @@ class LabelledData:
     class_names: list[str]
     split_idx: dict[str, np.ndarray]
     shard_idx: list[np.ndarray]
+    # Validation is cross-fitted: heads choose their epoch on one half, and the second-level fits (weights,
+    # stacker, best single member) use the other, so no choice is fitted on outputs already tuned to it.
+    val_select: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
+    val_fit: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
+
+
+def validation_halves(val: np.ndarray, labels: np.ndarray, seed: int,
+                      class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Two class-stratified halves of the validation split: (epoch selection, second-level fits)."""
+    if len(val) < 4:
+        raise DataError(f"the validation split has {len(val)} videos: at least 4 are needed to fit heads and "
+                        f"aggregations on separate halves; use more labelled videos or a larger val fraction")
+    select, fit = stratified_shards(val, labels, 2, seed=seed + 1, class_names=class_names)
+    return np.sort(select), np.sort(fit)
 
 
 def _make_splits(settings: ExperimentSettings, prepared: PreparedData, out: Path) -> LabelledData:
@@ -153,13 +167,18 @@ def _make_splits(settings: ExperimentSettings, prepared: PreparedData, out: Path
         if len(shards) != settings.members:
             raise PicoJepaError(f"{splits_path} has {len(shards)} shards but --members is {settings.members}; "
                                 f"use a new --out")
+        covered = np.sort(np.concatenate(shards)) if shards else np.empty(0, dtype=int)
+        if not np.array_equal(covered, np.sort(split_idx["train"])):
+            raise PicoJepaError(f"{splits_path}: its shards do not cover the training split exactly once "
+                                f"({len(covered)} shard videos for {len(split_idx['train'])} training videos)")
         info(f"reusing {splits_path}")
     else:
         split_idx = stratified_split(labels, settings.fractions, seed=settings.seed, class_names=class_names)
         shards = stratified_shards(split_idx["train"], labels, settings.members, seed=settings.seed,
                                    class_names=class_names)
         save_splits(splits_path, paths, labels, class_names, split_idx, shards=shards, seed=settings.seed)
-    return LabelledData(prepared, paths, labels, class_names, split_idx, shards)
+    select, fit = validation_halves(split_idx["val"], labels, settings.seed, class_names)
+    return LabelledData(prepared, paths, labels, class_names, split_idx, shards, select, fit)
 
 
 def pretraining_pool(settings: ExperimentSettings, data: LabelledData) -> tuple[VideoSet, dict[str, Any]]:
@@ -176,6 +195,16 @@ def pretraining_pool(settings: ExperimentSettings, data: LabelledData) -> tuple[
     meta = {"source": settings.pretrain_data, "videos": len(kept), "removed_val_test": removed,
             "eval_videos_allowed": settings.allow_eval_in_pretrain}
     return VideoSet(kept, pool.class_names, pool.source, pool.problems), meta
+
+
+def encoder_shards(settings: ExperimentSettings, data: LabelledData, pool: VideoSet) -> list[VideoSet]:
+    """Each Partial's pretraining videos in the independent protocol: exactly its head shard when the pool
+    is the training split; shards of the separate pool otherwise."""
+    if settings.pretrain_data is not None:
+        return pool_shards(pool, settings.members, settings.seed)
+    return [VideoSet([VideoItem(Path(data.paths[i])) for i in shard], None,
+                     f"{settings.data} (training shard {k + 1}/{len(data.shard_idx)})")
+            for k, shard in enumerate(data.shard_idx)]
 
 
 def pool_shards(pool: VideoSet, n: int, seed: int) -> list[VideoSet]:
@@ -367,16 +396,21 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     labelled = load_videos(settings.data, require_labels=True)
     prepared = prepare_videos(labelled, base, progress=progress, cache_dir=cache_dir)
     data = _make_splits(settings, prepared, out)
-    counts = {k: len(v) for k, v in data.split_idx.items()}
-    info(f"{len(data.paths)} labelled videos, {len(data.class_names)} classes; split {counts}; "
-         f"{settings.members} shards of {[len(s) for s in data.shard_idx]} training videos")
+    counts: dict[str, Any] = {k: len(v) for k, v in data.split_idx.items()}
+    counts.update({"val (epoch selection)": len(data.val_select), "val (aggregation fits)": len(data.val_fit),
+                   "shards": [len(s) for s in data.shard_idx]})
+    info(f"{len(data.paths)} labelled videos, {len(data.class_names)} classes; split "
+         f"{ {k: len(v) for k, v in data.split_idx.items()} }; {settings.members} shards of "
+         f"{[len(s) for s in data.shard_idx]} training videos")
     timings["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
     pool, pool_meta = pretraining_pool(settings, data)
     configs = encoder_configs(settings, base)
-    shards = pool_shards(pool, settings.members, settings.seed) if settings.mode == "independent" else []
+    shards = encoder_shards(settings, data, pool) if settings.mode == "independent" else []
     pools = {name: pool if name == "general" else shards[int(name.split("_")[1]) - 1] for name in configs}
+    write_json(out / "pretraining_pools.json",
+               {name: [str(item.path) for item in p.items] for name, p in pools.items()})
     dirs = {name: encoder_dir(encoders_root, name, pretrain_key(cfg, pools[name])) for name, cfg in configs.items()}
     dirs[RANDOM_INIT] = encoder_dir(encoders_root, RANDOM_INIT, pretrain_key(base, None))
     monitor = _general_monitor(settings, data, base) if settings.monitor else None
@@ -399,7 +433,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     timings["features"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    val, test = data.split_idx["val"], data.split_idx["test"]
+    test = data.split_idx["test"]
     shared_features = {name: backend.share(f) for name, f in features.items()}
     outcomes = backend.map("heads", [
         Job(m.name, member_job, (m, shared_features[m.encoder], shared_data, settings, out, dirs[m.encoder],
@@ -411,23 +445,30 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     timings["heads"] = time.perf_counter() - t
 
     partials = [m.name for m in members if m.name not in ("general", RANDOM_INIT)]
-    other_head = _other_head_check(settings, features, data, val, test)
-    low_shot = _low_shot_table(settings, features, data, val, test)
-    y_val, y_test = data.labels[val], data.labels[test]
+    other_head = _other_head_check(settings, features, data, data.val_select, test)
+    low_shot = _low_shot_table(settings, features, data, data.val_select, test)
+    y_val, y_test = data.labels[data.val_fit], data.labels[test]
     p_val = np.stack([val_probs[m] for m in partials])
     p_test = np.stack([test_probs[m] for m in partials])
     ensembles, fitted = {}, {}
     for method in METHODS:
         ens = Ensemble.from_probabilities({"val": p_val, "test": p_test}, method=method, seed=settings.seed)
-        ens.fit("val", y_val)  # weights and stacking see validation rows only
+        ens.fit("val", y_val)  # weights and stacking: the validation half the heads did not select on
         ensembles[method] = ens.predict_proba("test")
         fitted[method] = _fitted_params(ens)
     best = partials[best_single_member(p_val, y_val)]
+    fitting = {
+        "head_epochs": f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch",
+        "weights_stacker_best_single": f"validation half B ({len(data.val_fit)} videos), which no head selected "
+                                       "on",
+        "test": f"test split ({len(test)} videos): scored once, never fitted on"}
     write_json(out / "ensemble.json", {
         "members": [str(out / "classifiers" / m) for m in partials], "general": str(out / "classifiers/general"),
-        "class_names": data.class_names, "methods": fitted, "best_single": best,
-        "fitted_on": "validation split", "tie_rule": "see picojepa.ensemble.aggregation.HARD_VOTE_TIE_RULE"})
+        "class_names": data.class_names, "methods": fitted, "best_single": best, "fitting": fitting,
+        "tie_rule": "see picojepa.ensemble.aggregation.HARD_VOTE_TIE_RULE"})
 
+    skipped = _skipped_records(data, dirs)
+    write_json(out / "skipped.json", skipped)
     compute = _compute_table(settings, members, encoders, heads_meta)
     inputs = ReportInputs(
         class_names=data.class_names, test_videos=[data.paths[i] for i in test], test_labels=y_test,
@@ -436,8 +477,9 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         extra={"mode": settings.mode, "preset": settings.preset, "heterogeneous": settings.heterogeneous,
                "settings": dataclasses.asdict(settings), "pretraining_pool": pool_meta, "encoders": encoders,
                "heads": heads_meta, "ensemble_compute": _ensemble_compute(settings, encoders),
-               "other_head": other_head, "low_shot": low_shot,
+               "other_head": other_head, "low_shot": low_shot, "fitting": fitting,
                "validation_accuracy": {m: float((val_probs[m].argmax(1) == y_val).mean()) for m in val_probs},
+               "skipped": len(skipped),
                "timings_s": {k: round(v, 1) for k, v in timings.items()}},
     )
     report = build_report(inputs, n_resamples=settings.bootstrap, seed=settings.seed)
@@ -454,6 +496,16 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     if not quiet_tables:
         print(format_terminal_tables(report))
     return ExperimentResult(report, out, time.perf_counter() - t_start)
+
+
+def _skipped_records(data: LabelledData, dirs: dict[str, Path]) -> list[dict[str, Any]]:
+    """Labelled videos dropped before the split, and each encoder's unusable pretraining videos."""
+    records = [{**r, "stage": f"labelled {r['stage']}"} for r in skipped_records(data.prepared.skipped, "scan")]
+    for name, run_dir in dirs.items():
+        path = run_dir / "skipped.json"
+        if path.is_file():
+            records += [{**r, "stage": f"pretraining {name}: {r.get('stage')}"} for r in json.loads(path.read_text())]
+    return records
 
 
 def _check_settings(out: Path, settings: ExperimentSettings) -> None:

@@ -133,6 +133,7 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if amp else None
         self.foreach_ema, self.context_only = foreach_ema, context_only
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.clips_base, self.local_clips = 0, 0  # clips trained on: before this process, and by this rank
         if cfg.train.compile or compile_mode:
             for module in (self.model.encoder, self.model.target_encoder, self.model.predictor):
                 module.compile(mode=compile_mode)
@@ -162,6 +163,7 @@ class Trainer:
             if group["apply_wd"]:
                 group["weight_decay"] = self.schedules.weight_decay(step)
         frames = batch.frames.to(self.device, non_blocking=True)
+        self.local_clips += frames.shape[0]
         keep = [m.keep.to(self.device, non_blocking=True) for m in batch.masks]
         target = [m.target.to(self.device, non_blocking=True) for m in batch.masks]
         video = self.augment(frames, step, batch.rows, batch.global_size)
@@ -177,16 +179,24 @@ class Trainer:
         self.model.update_target(self.schedules.momentum(step), foreach=self.foreach_ema)
         return StepOutput(out.loss.detach(), out.targets, out.prediction_loss, out.regularizer)
 
-    def state(self, step: int, signature: str, skipped: list[dict[str, Any]]) -> dict[str, Any]:
+    def clips_done(self) -> int:
+        """Clips actually trained on since step 0, over all ranks (a collective call under DDP). Clips of
+        videos that failed to decode were never trained on and are not counted."""
+        local = torch.tensor([self.local_clips], dtype=torch.float64, device=self.device)
+        return self.clips_base + int(distributed.all_sum(self.dist, local).item())
+
+    def state(self, step: int, signature: str, skipped: list[dict[str, Any]], clips_done: int) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
             "config": self.cfg.to_dict(), "rng": _rng_state(), "data_signature": signature, "skipped": skipped,
+            "clips_done": clips_done,
         }
 
     def load_state(self, state: dict[str, Any]) -> int:
         ckpt.load_state_strict(self.model, state["model"], ckpt.CHECKPOINT_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
+        self.clips_base, self.local_clips = int(state.get("clips_done", 0)), 0
         return int(state["step"])
 
 
@@ -330,11 +340,11 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     finished = step >= total_steps
     distributed.check_replicas(ctx, trainer.model)
     skipped = distributed.merge_records(ctx, skipped)
-    clips = step * batch_size
+    clips = trainer.clips_done()  # counted, not steps × batch: clips of failed videos were never trained on
     if main:
         if finished:
             ckpt.save_encoder(trainer.model.target_encoder, out)
-        ckpt.save_checkpoint(trainer.state(step, signature, skipped), out)
+        ckpt.save_checkpoint(trainer.state(step, signature, skipped, clips), out)
         write_json(out / "skipped.json", skipped)
         summary = monitor_summary(out / "metrics.jsonl") if monitor is not None else None
         if summary and finished:
@@ -465,8 +475,9 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                 if step % ckpt_every == 0 or step % steps_per_epoch == 0:
                     distributed.check_replicas(ctx, trainer.model)  # the EMA target is the same on every rank
                     skipped[:] = distributed.merge_records(ctx, skipped)
+                    clips_done = trainer.clips_done()
                     if ctx.is_main:
-                        ckpt.save_checkpoint(trainer.state(step, signature, skipped), out)
+                        ckpt.save_checkpoint(trainer.state(step, signature, skipped, clips_done), out)
     finally:
         if metrics is not None:
             metrics.close()
