@@ -35,6 +35,9 @@ from picojepa.train.pretrain import Trainer, initial_encoder
 BASE = ["model.img_size=64", "data.frame_stride=2"]
 RECIPES: dict[str, list[str]] = {
     "vjepa": [],  # V-JEPA's objective with this project's defaults (EMA capped to the run, stretch 1.25)
+    "vicreg-local-3": ["train.regularizer=vicreg", "train.reg_weight=3.0", "train.reg_on=local"],
+    "vicreg-local-1-lr1e-3": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
+                              "train.lr=1e-3"],
     "vicreg-local-0.1": ["train.regularizer=vicreg", "train.reg_weight=0.1", "train.reg_on=local"],
     "vicreg-local-1": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local"],
     "sigreg-local-0.05": ["train.regularizer=sigreg", "train.reg_weight=0.05", "train.reg_on=local"],
@@ -117,7 +120,7 @@ def probe_scores(encoder: torch.nn.Module, store: ArrayStore, labels: np.ndarray
     feats = extract_features(encoder.to(device).eval(), store, args.num_clips, keep_tokens=True, progress=False,
                              batch_size=256)
     scores = {}
-    for task, classes in TASKS.items():
+    for task, classes in ((t, TASKS[t]) for t in args.tasks):
         codes = [LABELLED.index(c) for c in classes]
         rows = np.flatnonzero(np.isin(labels, codes))
         y = np.full(len(labels), -1)
@@ -125,7 +128,7 @@ def probe_scores(encoder: torch.nn.Module, store: ArrayStore, labels: np.ndarray
         for head in args.heads:
             accs = []
             for seed in range(args.probe_seeds):
-                split = stratified_split(y[rows], (0.6, 0.2, 0.2), seed=seed)
+                split = stratified_split(y[rows], args.fractions, seed=seed)
                 train, val, test = (rows[split[k]] for k in ("train", "val", "test"))
                 probe = ProbeConfig(head=head, epochs=args.probe_epochs, num_clips=args.num_clips, seed=seed)
                 trained = train_head(feats, y, train, val, len(classes), probe, device=device)
@@ -151,6 +154,9 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--difficulty", default="easy")
     ap.add_argument("--heads", default="attentive,linear")
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
+    ap.add_argument("--fractions", default="0.6,0.2,0.2", help="train,val,test shares of the labelled set")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--probe-seeds", type=int, default=2)
     ap.add_argument("--probe-epochs", type=int, default=40)
     ap.add_argument("--num-clips", type=int, default=2)
@@ -161,6 +167,10 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     args.heads = args.heads.split(",")
+    args.tasks = args.tasks.split(",")
+    args.fractions = tuple(float(f) for f in args.fractions.split(","))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU
@@ -180,7 +190,7 @@ def main() -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{mp.cpu_count()} CPU cores"
     header = f"{'recipe':18s} {'s':>5s} " + " ".join(f"{k:>20s}" for k in
-                                                       [f"{t}/{h}" for t in TASKS for h in args.heads])
+                                                       [f"{t}/{h}" for t in args.tasks for h in args.heads])
     print(header, flush=True)
     for name in names:
         if time.perf_counter() - t0 > args.time_limit:
@@ -203,7 +213,8 @@ def main() -> None:
         print(f"{name:18s} {train_s:5.0f} " + " ".join(f"{v:8.3f} ({gains[k]:+.3f})" for k, v in scores.items()),
               flush=True)
         row = {"recipe": name, "overrides": RECIPES[name] + args.extra, "preset": args.preset, "budget": args.budget,
-               "batch": args.batch, "steps": steps, "train_seconds": round(train_s, 1), "ema": scores,
+               "batch": args.batch, "steps": steps, "fractions": list(args.fractions),
+               "labelled_per_class": args.labelled_per_class, "train_seconds": round(train_s, 1), "ema": scores,
                "online": online, "random_init": random_cache[key], "gain_ema": gains,
                "ema_init_fraction": trainer.schedules.init_fraction(), "tag": args.tag,
                "pool_videos": len(pool), "labelled_videos": len(labelled), "device": machine,
