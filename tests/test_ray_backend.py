@@ -28,7 +28,7 @@ WORKER_PATH = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])  #
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> ExperimentSettings:
     data = generate_dataset(tmp_path_factory.mktemp("raysyn") / "labelled", classes=["move_left", "move_right"],
-                            videos_per_class=8, size=64, frames=16, fps=8, seed=5, progress=False)
+                            videos_per_class=12, size=64, frames=16, fps=8, seed=5, progress=False)
     # Independent mode: three encoders (General + 2 Partials) and three members, each a job of its own.
     return ExperimentSettings(data=str(data), preset="tiny", members=2, mode="independent", probe_epochs=3,
                               overrides=["data.num_workers=0", "train.epochs=2", "train.batch_size=4"])
