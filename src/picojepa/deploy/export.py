@@ -103,7 +103,7 @@ def _int8_name(file: str) -> str:
     return file.removesuffix(".onnx") + ".int8.onnx"
 
 
-def _common_sampling(names: list[str], classifiers: list[VideoClassifier]) -> tuple[list[str], Sampling]:
+def common_sampling(names: list[str], classifiers: list[VideoClassifier]) -> tuple[list[str], Sampling]:
     classes = classifiers[0].class_names
     sampling = Sampling.of(classifiers[0].cfg, classifiers[0].num_clips)
     for name, clf in zip(names, classifiers, strict=True):
@@ -167,7 +167,7 @@ def export_onnx(model_paths: list[Path], out: Path, aggregate: str = "vote", mem
     models = resolve_models(model_paths)
     names = select_models(models, members)
     classifiers = {n: load_classifier(models.dirs[models.names.index(n)], "cpu") for n in names}
-    classes, sampling = _common_sampling(names, list(classifiers.values()))
+    classes, sampling = common_sampling(names, list(classifiers.values()))
     in_ensemble = [n for n in names if n in models.members]
     ensemble_module = None
     params: dict[str, Any] = {}
