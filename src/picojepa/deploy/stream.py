@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import clip_indices, eval_starts
-from ..data.decode import VideoError, VideoInfo, probe, stream_strided, stride_for
+from ..data.decode import StridedStream, VideoError, VideoInfo, probe, stride_for
 from ..errors import ConfigError, DataError
 from ..utils import atomic_write
 from .manifest import Sampling
@@ -70,11 +70,11 @@ def stream_windows(path: Path, sampling: Sampling, window_seconds: float,
         return w, window_clips(frames, sampling.frames, sampling.clips_per_video)
 
     buffer: deque[tuple[float, np.ndarray]] = deque()
-    current, last = window(0), 0.0
-    frames = stream_strided(path, sampling.resize_side, sampling.frame_stride, sampling.target_fps)
+    current = window(0)
+    frames = StridedStream(path, sampling.resize_side, sampling.frame_stride, sampling.target_fps)
     try:
         for t, frame in frames:
-            t = last = round(t, 6)
+            t = round(t, 6)
             while t >= current.end:  # frames arrive in time order: the current window is complete
                 yield emit(current)
                 current = window(current.index + 1)
@@ -84,7 +84,7 @@ def stream_windows(path: Path, sampling: Sampling, window_seconds: float,
                 buffer.append((t, frame))
     except VideoError as e:
         raise DataError(f"{e} (after {current.index} windows)") from e
-    duration = round(last + 1 / fps, 6)  # the last frame lasts one frame interval
+    duration = round(frames.end or 0.0, 6)
     if current.index == 0 and current.end > duration + END_SLACK:
         yield emit(Window(0, 0.0, duration))  # shorter than one window: one window over the whole video
         return
@@ -117,6 +117,7 @@ def stream_predict(scorer: Scorer, path: Path, window_seconds: float, hop_second
         for window, clips in windows:
             yield _scored(scorer, window, clips)
             bar.update(task, completed=window.end)
+        bar.update(task, completed=bar.tasks[0].total)
 
 
 def _scored(scorer: Scorer, window: Window, clips: np.ndarray) -> WindowScores:
