@@ -49,6 +49,9 @@ def open_session(path: Path, device: str = "cpu", threads: int | None = None) ->
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+    # Idle worker threads sleep instead of spinning: on a few shared cores (decoding next to inference, other
+    # jobs) spinning threads steal the time they wait for; measured 1.2-2x faster per clip on 2 busy cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -1,0 +1,245 @@
+"""Edge inference: torch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
+
+    PYTHONPATH=src python bench/edge.py latency [--preset pico-112]      # one member and the 4-member graph
+    PYTHONPATH=src python bench/edge.py accuracy --experiment EXP       # int8 vs fp32 on EXP's test split
+    PYTHONPATH=src python bench/edge.py stream-memory [--minutes 1 60]  # peak RSS of streaming prediction
+
+``latency``: per-clip latency at batch 1 and clips/s at batches of 8 and 32 clips, for one member (encoder +
+linear head) and for the ensemble graph of 4 members with their own encoders (the independent protocol, the
+costly case) and a hard vote. Random weights: speed does not depend on what the models learned. Every
+runtime is timed in its own block (ONNX Runtime's worker threads never compete with torch's), median of
+repeated runs after warm-up. ``accuracy``: exports an experiment, predicts its test split with torch, ONNX
+Runtime fp32 and int8, and compares. ``stream-memory``: writes synthetic videos of the given lengths and
+streams each through ``picojepa predict --stream`` in a fresh process, reporting its peak resident memory.
+Results are printed and appended as JSON lines to bench/results/<date>-cpu-edge.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from picojepa.config import load_config
+from picojepa.deploy.export import export_graph, export_onnx
+from picojepa.deploy.graphs import EnsembleGraph, HardVote, MemberGraph
+from picojepa.deploy.manifest import INPUT, MEMBER_PROBABILITIES, PREDICTION, PROBABILITIES
+from picojepa.deploy.onnx_support import open_session
+from picojepa.deploy.quantize import quantize_int8
+from picojepa.models import VideoViT
+from picojepa.probe.classifier import VideoClassifier
+from picojepa.probe.heads import make_head
+
+RESULTS = Path(__file__).parent / "results"
+CLASSES = ["move_left", "move_right", "rotate_ccw", "rotate_cw"]
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    return {"cpus": os.cpu_count(), "cpu": _cpu_name(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def record(entry: dict) -> None:
+    entry = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_avg": os.getloadavg(), **entry}
+    print(json.dumps(entry), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / f"{datetime.now(timezone.utc):%Y-%m-%d}-cpu-edge.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def median_seconds(run, min_reps: int = 5, budget_s: float = 20.0, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 50):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def random_members(preset: str, count: int, num_clips: int = 1) -> list[VideoClassifier]:
+    cfg = load_config(preset)
+    members = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        encoder = VideoViT(cfg.model)
+        members.append(VideoClassifier(encoder, make_head("linear", encoder.embed_dim, len(CLASSES)), "linear",
+                                       CLASSES, cfg, num_clips=num_clips).eval())
+    return members
+
+
+# ----------------------------------------------------------------------------------------------- latency
+def latency(args: argparse.Namespace) -> None:
+    members = random_members(args.preset, 4)
+    cfg = members[0].cfg.model
+    graphs = {"1 member": (MemberGraph(members[0]), [PROBABILITIES]),
+              "4-member ensemble (vote)": (EnsembleGraph(members, HardVote(4, len(CLASSES))),
+                                           [PROBABILITIES, PREDICTION, MEMBER_PROBABILITIES])}
+    gen = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for what, (module, outputs) in graphs.items():
+            fp32, int8 = Path(tmp) / f"{len(outputs)}.onnx", Path(tmp) / f"{len(outputs)}.int8.onnx"
+            example = torch.randn(2, 2, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=gen)
+            export_graph(module, example, fp32, outputs)
+            quantize_int8(fp32, int8)
+            sizes = {"fp32_mb": fp32.stat().st_size / 1e6, "int8_mb": int8.stat().st_size / 1e6}
+            for runtime in ("torch eager", "onnxruntime fp32", "onnxruntime int8"):
+                session = None if runtime == "torch eager" else open_session(fp32 if "fp32" in runtime else int8)
+                for batch in args.batches:
+                    x = torch.randn(batch, 1, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=gen)
+                    if session is None:
+                        with torch.inference_mode():
+                            seconds = median_seconds(lambda x=x, m=module: m(x), budget_s=args.budget)
+                    else:
+                        feed = {INPUT: x.numpy()}
+                        seconds = median_seconds(lambda feed=feed, s=session: s.run(None, feed), budget_s=args.budget)
+                    record({"bench": "edge-latency", "preset": args.preset, "graph": what, "runtime": runtime,
+                            "batch": batch, "ms_per_clip": 1000 * seconds / batch, "clips_per_s": batch / seconds,
+                            **sizes, **machine()})
+
+
+# ----------------------------------------------------------------------------------------------- accuracy
+def accuracy(args: argparse.Namespace) -> None:
+    from picojepa.deploy.batch import predict_videos
+    from picojepa.deploy.scoring import OnnxScorer
+    from picojepa.experiment.predict import predict
+
+    exp = Path(args.experiment)
+    splits = json.loads((exp / "splits.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        test = Path(tmp) / "test"
+        for video in splits["splits"]["test"]:  # the test split as class folders (links, no copies)
+            (test / splits["labels"][video]).mkdir(parents=True, exist_ok=True)
+            (test / splits["labels"][video] / Path(video).name).symlink_to(video)
+        out = Path(tmp) / "onnx"
+        t0 = time.perf_counter()
+        summary = export_onnx([exp], out, aggregate=args.aggregate, int8=True, progress=False)
+        export_s = time.perf_counter() - t0
+        results = {"torch": predict([exp], test, Path(tmp) / "torch.csv", args.aggregate, "cpu", workers=1,
+                                    progress=False)}
+        for name, int8 in (("onnx fp32", False), ("onnx int8", True)):
+            results[name] = predict_videos(OnnxScorer(out, int8=int8), test, Path(tmp) / f"{name}.csv", workers=1,
+                                           progress=False)
+        preds = {name: _predictions(Path(tmp) / f"{name}.csv") for name in results}
+        models = list(results["onnx fp32"].accuracy)
+        for name, result in results.items():
+            agreement = {m: float(np.mean([preds[name][k] == v for k, v in preds["onnx fp32"].items()
+                                           if k[1] == m])) for m in models}
+            record({"bench": "edge-accuracy", "experiment": str(exp), "aggregate": args.aggregate,
+                    "runtime": name, "test_videos": result.videos, "accuracy": result.accuracy,
+                    "agreement_with_onnx_fp32": agreement, "videos_per_s": result.videos / result.seconds,
+                    "files_mb": {f: s / 1e6 for f, s in summary.files.items()}, "export_s": export_s,
+                    "export_max_abs_difference": summary.max_difference, **machine()})
+
+
+def _predictions(path: Path) -> dict[tuple[str, str], str]:
+    import csv
+
+    with open(path, newline="") as f:
+        return {(r["video"], r["model"]): r["pred"] for r in csv.DictReader(f)}
+
+
+# ----------------------------------------------------------------------------------------------- streaming
+def write_long_video(path: Path, minutes: float, fps: int = 25, width: int = 160, height: int = 120) -> Path:
+    """A synthetic video of the given length, generated and encoded frame by frame (bounded memory)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(int(minutes * 60 * fps)):
+            frame = background.copy()
+            x, y = (3 * t) % (width - 24), (40 + t // 50) % (height - 24)
+            frame[y: y + 24, x: x + 24] = (230, 200, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def stream_memory(args: argparse.Namespace) -> None:
+    members = random_members(args.preset, 4, num_clips=4)  # 4 clips per window, as predict takes per video
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        exp = _classifier_folders(root, members)
+        export_onnx(exp, root / "onnx", int8=args.int8, progress=False)
+        for minutes in args.minutes:
+            video = write_long_video(root / f"{minutes}min.mp4", minutes)
+            cmd = [sys.executable, "-m", "picojepa", "predict", "--models", str(root / "onnx"), "--runtime", "onnx",
+                   *(["--int8"] if args.int8 else []), "--stream", str(video), "--window-seconds",
+                   str(args.window), "--hop-seconds", str(args.hop), "--out", str(root / "windows.csv"), "--quiet"]
+            # A small parent per run, so that RUSAGE_CHILDREN's peak covers that run only.
+            probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+                     "r = subprocess.run(sys.argv[1:]); "
+                     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, "
+                     "r.returncode)")
+            out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+            peak_kib, seconds, rc = out.stdout.split()[-3:]
+            if rc != "0":
+                raise SystemExit(f"streaming failed: {out.stderr[-2000:]}")
+            windows = len((root / "windows.csv").read_text().splitlines()) - 1
+            record({"bench": "edge-stream-memory", "preset": args.preset, "members": 4, "int8": args.int8,
+                    "video_minutes": minutes, "video": "160x120, 25 fps, x264", "window_s": args.window,
+                    "hop_s": args.hop, "rows": windows, "peak_rss_mb": int(peak_kib) / 1024,
+                    "seconds": float(seconds), "video_mb": video.stat().st_size / 1e6, **machine()})
+            video.unlink()
+
+
+def _classifier_folders(root: Path, members: list[VideoClassifier]) -> list[Path]:
+    from picojepa.probe.classifier import ProbeConfig, TrainedHead, save_classifier
+
+    dirs = []
+    for i, clf in enumerate(members):
+        dirs.append(root / f"member_{i}")
+        save_classifier(dirs[-1], clf, None, ProbeConfig(num_clips=clf.num_clips),
+                        TrainedHead(clf.head, 0, float("nan")))
+    return dirs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--preset", default="pico-112")
+    lat.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    lat.add_argument("--budget", type=float, default=15.0, help="seconds of timed runs per measurement")
+    acc = sub.add_parser("accuracy")
+    acc.add_argument("--experiment", required=True)
+    acc.add_argument("--aggregate", default="vote")
+    mem = sub.add_parser("stream-memory")
+    mem.add_argument("--preset", default="pico-112")
+    mem.add_argument("--minutes", type=float, nargs="+", default=[1, 60])
+    mem.add_argument("--window", type=float, default=8.0)
+    mem.add_argument("--hop", type=float, default=8.0)
+    mem.add_argument("--int8", action="store_true")
+    args = ap.parse_args()
+    {"latency": latency, "accuracy": accuracy, "stream-memory": stream_memory}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
