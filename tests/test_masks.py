@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from picojepa.config import MaskConfig
-from picojepa.masks import MaskGenerator, multiblock_batch, num_masked
+from picojepa.masks import MaskGenerator, MaskSampler, draw_blocks, mask_configs, multiblock_batch, num_masked
 
 GRID = (4, 7, 7)
 
@@ -50,3 +52,39 @@ def test_multiblock_masks_are_blocky_compared_with_tubes():
     blocks = np.mean([agreement(m) for m in multiblock_batch(200, GRID[1:], 0.5, (0.1, 0.3), (0.75, 1.5), rng)])
     tubes = np.mean([agreement(m) for m in MaskGenerator(GRID, MaskConfig(type="tube", ratio=0.5)).spatial(rng, 200)])
     assert blocks > tubes + 0.15
+
+
+def _slices_agree(batch, grid) -> bool:
+    spatial = grid[1] * grid[2]
+    for row in batch.target.numpy():
+        slices = [set((row[(row // spatial) == t] % spatial).tolist()) for t in range(grid[0])]
+        if any(s != slices[0] for s in slices):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("grid", [(4, 4, 4), (4, 8, 8), (4, 14, 14)])
+def test_short_and_long_range_generators_keep_their_ratios_and_time_slices(grid):
+    cfg = MaskConfig(type="multiblock", ratio=0.75, block_scale=(0.1, 0.2), long_range=True, long_ratio=0.85,
+                     long_block_scale=(0.5, 0.8))
+    short, long = MaskSampler(grid, cfg)(32, [3, 7, 0])
+    spatial = grid[1] * grid[2]
+    assert short.spatial.sum(1).tolist() == [num_masked(spatial, 0.75)] * 32
+    assert long.spatial.sum(1).tolist() == [num_masked(spatial, 0.85)] * 32
+    assert _slices_agree(short, grid) and _slices_agree(long, grid)
+    assert not torch.equal(short.spatial, long.spatial)  # independent draws
+    # The first generator is exactly what a lone generator with the same seed draws.
+    assert torch.equal(short.target, MaskGenerator(grid, replace(cfg, long_range=False))(32, [3, 7, 0]).target)
+
+
+def test_each_generator_draws_blocks_at_its_own_scale():
+    short_cfg, long_cfg = mask_configs(MaskConfig(block_scale=(0.1, 0.2), long_range=True,
+                                                  long_block_scale=(0.5, 0.8)))
+    grid = (14, 14)
+    areas = {}
+    for name, cfg in (("short", short_cfg), ("long", long_cfg)):
+        _, _, h, w = draw_blocks(2000, grid, cfg.block_scale, cfg.block_aspect, np.random.default_rng(0))
+        areas[name] = h * w / (grid[0] * grid[1])
+        low, high = cfg.block_scale
+        assert low <= np.median(areas[name]) <= high, name  # rounding to whole positions moves single draws
+    assert np.quantile(areas["long"], 0.01) > np.quantile(areas["short"], 0.99)

@@ -48,18 +48,27 @@ def spatial_to_indices(spatial: np.ndarray, grid_t: int) -> tuple[np.ndarray, np
     return (keep_s + offsets).reshape(batch, -1), (target_s + offsets).reshape(batch, -1)
 
 
+def draw_blocks(batch: int, grid_hw: tuple[int, int], scale: tuple[float, float], aspect: tuple[float, float],
+                rng: np.random.Generator, max_blocks: int = 32) -> tuple[np.ndarray, ...]:
+    """Random rectangles (top, left, height, width), each (B, max_blocks): area a ``scale`` fraction of the
+    grid, aspect ratio (height / width) log-uniform in ``aspect``, rounded to whole positions."""
+    gh, gw = grid_hw
+    area = rng.uniform(*scale, size=(batch, max_blocks)) * gh * gw
+    log_aspect = rng.uniform(math.log(aspect[0]), math.log(aspect[1]), size=(batch, max_blocks))
+    h = np.clip(np.rint(np.sqrt(area * np.exp(log_aspect))), 1, gh).astype(int)
+    w = np.clip(np.rint(np.sqrt(area / np.exp(log_aspect))), 1, gw).astype(int)
+    top = (rng.random((batch, max_blocks)) * (gh - h + 1)).astype(int)
+    left = (rng.random((batch, max_blocks)) * (gw - w + 1)).astype(int)
+    return top, left, h, w
+
+
 def multiblock_batch(batch: int, grid_hw: tuple[int, int], ratio: float, scale: tuple[float, float],
                      aspect: tuple[float, float], rng: np.random.Generator, max_blocks: int = 32) -> np.ndarray:
     """Vectorised :func:`multiblock_mask` for a whole batch: (B, H'·W') bool, same rules, no Python loop
     over clips (a batch of 256 takes about a millisecond)."""
     gh, gw = grid_hw
     size, goal = gh * gw, num_masked(gh * gw, ratio)
-    area = rng.uniform(*scale, size=(batch, max_blocks)) * size
-    log_aspect = rng.uniform(math.log(aspect[0]), math.log(aspect[1]), size=(batch, max_blocks))
-    h = np.clip(np.rint(np.sqrt(area * np.exp(log_aspect))), 1, gh).astype(int)
-    w = np.clip(np.rint(np.sqrt(area / np.exp(log_aspect))), 1, gw).astype(int)
-    top = (rng.random((batch, max_blocks)) * (gh - h + 1)).astype(int)
-    left = (rng.random((batch, max_blocks)) * (gw - w + 1)).astype(int)
+    top, left, h, w = draw_blocks(batch, grid_hw, scale, aspect, rng, max_blocks)
     row_in = (np.arange(gh) >= top[..., None]) & (np.arange(gh) < (top + h)[..., None])  # (B, blocks, H')
     col_in = (np.arange(gw) >= left[..., None]) & (np.arange(gw) < (left + w)[..., None])  # (B, blocks, W')
     mask = np.zeros((batch, size), dtype=bool)

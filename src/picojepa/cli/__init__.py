@@ -18,6 +18,10 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect data and build manife
 app.add_typer(data_app, name="data")
 
 
+HEAD_HELP = ("attentive (default; V-JEPA's frozen evaluation: a learned query cross-attends to all tokens), "
+             "linear or mlp (on mean-pooled tokens).")
+
+
 def _mount_viz() -> None:
     from .viz import viz_app
 
@@ -70,6 +74,12 @@ def pretrain(
     device: Device = "auto",
     seed: Seed = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    eval_data: Annotated[Path | None, typer.Option(
+        help="Labelled videos for the learning monitor: every --eval-every steps a small attentive probe and "
+             "a k-NN classifier score the online and EMA encoders (step 0 = random init), logged to "
+             "metrics.jsonl and plotted by 'viz curves'. Keep your test videos out of it.")] = None,
+    eval_every: Annotated[int, typer.Option(help="Steps between monitor readings (0: about five per run).",
+                                            min=0)] = 0,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA: faster).")] = False,
     decoder: Decoder = None,
     cache_dir: CacheDir = None,
@@ -91,7 +101,12 @@ def pretrain(
         data__use_cache=False if no_cache else None, data__num_workers=workers,
         data__max_bad_fraction=max_bad_fraction,
     )
-    result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir)
+    monitor = None
+    if eval_data is not None:
+        from ..probe.monitor import build_monitor
+
+        monitor = build_monitor(cfg, eval_data, eval_every, cache_dir=cache_dir, progress=not quiet)
+    result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir, monitor=monitor)
     typer.echo(f"pretrained {result.steps} steps on {result.videos} videos in {result.seconds:.1f} s "
                f"(final loss {result.final_loss:.4f}); skipped {len(result.skipped)}; run folder: {result.out}")
 
@@ -191,7 +206,7 @@ def probe(
     encoder: Annotated[Path, typer.Option("--encoder", "-e", help="Pretraining run folder.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Labelled videos (class folders or manifest).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Classifier folder to write.")],
-    head: Annotated[str, typer.Option(help="linear, attentive or mlp.")] = "linear",
+    head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Annotated[int, typer.Option(help="Head training epochs (the best on validation is kept).")] = 60,
     lr: Annotated[float, typer.Option(help="Head learning rate.")] = 1e-3,
     finetune: Annotated[bool, typer.Option("--finetune", help="Also train a copy of the encoder.")] = False,
@@ -228,7 +243,7 @@ def experiment(
                                            "each Partial pretrains its own encoder on its shard.")] = "shared",
     heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds, head types, width/depth, mask "
                                                      "ratio (independent mode).")] = False,
-    head: Annotated[str, typer.Option(help="linear, attentive or mlp.")] = "linear",
+    head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     probe_epochs: Annotated[int, typer.Option(help="Head training epochs.")] = 60,

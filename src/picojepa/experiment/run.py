@@ -57,7 +57,7 @@ class ExperimentSettings:
     heterogeneous: bool = False
     seed: int = 0
     device: str = "auto"
-    head: str = "linear"
+    head: str = "attentive"
     probe_epochs: int = 60
     num_clips: int = 4
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)

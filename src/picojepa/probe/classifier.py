@@ -37,7 +37,7 @@ CLASSIFIER_FILE = "classifier.safetensors"
 
 @dataclass
 class ProbeConfig:
-    head: str = "linear"
+    head: str = "attentive"
     epochs: int = 60
     batch_size: int = 64
     lr: float = 1e-3

@@ -35,8 +35,8 @@ class MLPHead(LinearHead):
 
 
 class AttentiveHead(nn.Module):
-    """A learned query cross-attends to all tokens (V-JEPA's frozen-evaluation probe), then an MLP
-    residual and a linear classifier."""
+    """V-JEPA's frozen-evaluation probe: a learned query cross-attends to all tokens (with the query as a
+    residual), then an MLP residual and a linear classifier."""
 
     def __init__(self, dim: int, num_classes: int, num_heads: int = 4) -> None:
         super().__init__()
@@ -44,6 +44,7 @@ class AttentiveHead(nn.Module):
             num_heads = 1
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.query, std=0.02)
+        self.norm_q = nn.LayerNorm(dim)
         self.norm_in = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm_mlp = nn.LayerNorm(dim)
@@ -53,7 +54,9 @@ class AttentiveHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         kv = self.norm_in(tokens)
-        x, _ = self.attn(self.query.expand(tokens.shape[0], -1, -1), kv, kv, need_weights=False)
+        query = self.query.expand(tokens.shape[0], -1, -1)
+        attended, _ = self.attn(self.norm_q(query), kv, kv, need_weights=False)
+        x = query + attended
         x = x + self.mlp(self.norm_mlp(x))
         return self.fc(self.norm_out(x[:, 0]))
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from ..data.sources import VideoSet, load_videos
 from ..data.transforms import random_resized_crop_params, train_transform
 from ..errors import PicoJepaError
 from ..masks import MaskSampler
-from ..models import JEPA, train_flops_per_clip
+from ..models import JEPA, VideoViT, train_flops_per_clip
 from ..models.jepa import StepOutput
 from ..perf import peak_flops
 from ..progress import console, info, make_progress, warn
@@ -198,12 +198,42 @@ def _trim_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(r + "\n" for r in kept))
 
 
+class Monitor(Protocol):
+    """What the loop calls every ``every`` steps (see :class:`picojepa.probe.monitor.ProbeMonitor`)."""
+
+    every: int  # 0: the loop picks about five readings per run
+
+    def __call__(self, step: int, online: VideoViT, ema: VideoViT) -> dict[str, float]: ...
+
+
+def initial_encoder(cfg: Config) -> VideoViT:
+    """The encoder a run of ``cfg`` starts from — the same draws as :class:`Trainer` — in eval mode:
+    the random-init baseline every evaluation compares with."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        return VideoViT(cfg.model).eval()
+
+
+def save_initial_encoder(cfg: Config, out: str | Path) -> Path:
+    """A finished run folder (0 steps) holding :func:`initial_encoder`, so every downstream tool treats
+    the random-init baseline exactly like a pretrained encoder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = initial_encoder(cfg)
+    ckpt.save_encoder(encoder, out)
+    ckpt.write_run_config(out, cfg, preset=cfg.preset, kind="random_init", finished=True, steps=0, clips_seen=0,
+                          videos=0, train_seconds=0.0, encoder_params=sum(p.numel() for p in encoder.parameters()))
+    return out
+
+
 def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: bool = False,
              progress: bool = True, max_steps: int | None = None,
-             cache_dir: str | Path | None = None) -> PretrainResult:
+             cache_dir: str | Path | None = None, monitor: Monitor | None = None) -> PretrainResult:
     """Pretrain an encoder on the videos at ``data``; writes the run folder ``out``.
 
     ``max_steps`` stops early (as an interruption would), leaving a checkpoint to ``--resume`` from.
+    ``monitor`` (e.g. a :class:`picojepa.probe.monitor.ProbeMonitor`) is called at step 0, every
+    ``monitor.every`` steps and at the end; its numbers go to ``metrics.jsonl``.
     """
     out = Path(out)
     _check_out_dir(out, resume)
@@ -259,7 +289,7 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     loss_value, step = float("nan"), start_step
     try:
         step, loss_value = _loop(trainer, loader, out, start_step, stop_at, total_steps, steps_per_epoch,
-                                 signature, skipped, flops, peak, progress)
+                                 signature, skipped, flops, peak, progress, monitor)
     except KeyboardInterrupt:
         raise PicoJepaError(f"interrupted; the last checkpoint is in {out} — continue with --resume") from None
     seconds = time.perf_counter() - t0
@@ -269,8 +299,13 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     ckpt.save_checkpoint(trainer.state(step, signature, skipped), out)
     write_json(out / "skipped.json", skipped)
     clips = step * batch_size
+    summary = monitor_summary(out / "metrics.jsonl") if monitor is not None else None
+    if summary and finished:
+        info(summary["text"])
     ckpt.write_run_config(out, cfg, **{**run_meta, "finished": finished, "steps": step, "clips_seen": clips,
-                                       "final_loss": loss_value, "train_seconds": seconds})
+                                       "final_loss": loss_value, "train_seconds": seconds,
+                                       "ema_init_fraction": trainer.schedules.init_fraction(),
+                                       **({"monitor": summary} if summary else {})})
     return PretrainResult(out, step, clips, loss_value, seconds, n, skipped)
 
 
@@ -295,9 +330,34 @@ def _result_from_meta(out: Path, meta: dict[str, Any]) -> PretrainResult:
                           meta.get("train_seconds", 0.0), meta.get("videos", 0), skipped)
 
 
+def monitor_summary(metrics_path: Path) -> dict[str, Any] | None:
+    """First (random init) and last learning-monitor readings of a run, with a one-line summary."""
+    if not metrics_path.exists():
+        return None
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    probes = [r for r in rows if "probe_ema" in r]
+    if not probes:
+        return None
+    first, last = probes[0], probes[-1]
+    keys = ("probe_ema", "probe_online", "knn_ema", "knn_online")
+    text = (f"learning monitor at step {last['step']}: probe EMA {last['probe_ema']:.0%}, online "
+            f"{last['probe_online']:.0%} (random init at step {first['step']}: {first['probe_ema']:.0%}); "
+            f"k-NN EMA {last['knn_ema']:.0%} (random init {first['knn_ema']:.0%})")
+    return {"first_step": first["step"], "last_step": last["step"], "first": {k: first[k] for k in keys},
+            "last": {k: last[k] for k in keys}, "text": text}
+
+
+def _run_monitor(monitor: Monitor, trainer: Trainer, step: int, metrics: Any) -> dict[str, float]:
+    with torch.random.fork_rng(devices=[]):  # probes draw from the global RNG; training must not notice
+        row = monitor(step, trainer.model.encoder, trainer.model.target_encoder)
+    metrics.write(json.dumps({"step": step, **row}) + "\n")
+    metrics.flush()
+    return row
+
+
 def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step: int, stop_at: int,
           total_steps: int, steps_per_epoch: int, signature: str, skipped: list[dict[str, Any]],
-          flops: float, peak: float | None, progress: bool) -> tuple[int, float]:
+          flops: float, peak: float | None, progress: bool, monitor: Monitor | None = None) -> tuple[int, float]:
     cfg = trainer.cfg
     log_every, ckpt_every = max(1, cfg.train.log_every), max(1, cfg.train.checkpoint_every)
     seen_failures = {s["path"] for s in skipped}
@@ -311,6 +371,10 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
     metrics = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the whole loop
     try:
         with bar if progress else contextlib.nullcontext():
+            monitor_every = (monitor.every or max(1, total_steps // 5)) if monitor is not None else 0
+            if monitor is not None and start_step == 0:
+                bar.update(task, status="learning monitor: random init")
+                _run_monitor(monitor, trainer, 0, metrics)
             for batch in loader:
                 for path, reason in batch.failed:
                     if path not in seen_failures:
@@ -351,6 +415,9 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                     clips_since, steps_since, last_log = 0, 0, now
                 else:
                     bar.update(task, completed=step)
+                if monitor is not None and (step % monitor_every == 0 or step == total_steps):
+                    probe = _run_monitor(monitor, trainer, step, metrics)
+                    bar.update(task, status=f"probe EMA {probe.get('probe_ema', float('nan')):.0%}")
                 if step % ckpt_every == 0 or step % steps_per_epoch == 0:
                     trainer_state = trainer.state(step, signature, skipped)
                     ckpt.save_checkpoint(trainer_state, out)

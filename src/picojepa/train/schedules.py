@@ -26,7 +26,7 @@ def capped_momenta(momenta: list[float], max_init_fraction: float) -> list[float
     uncapped product is larger), so an EMA copy keeps at most that share of its starting weights."""
     if not momenta or math.prod(momenta) <= max_init_fraction:
         return list(momenta)
-    goal = math.log(max_init_fraction)
+    goal = math.log(max_init_fraction) - 1e-9  # a hair below, so summing logs cannot round it above
     lo, hi = 0.0, max(momenta)
     for _ in range(100):  # bisection on c: sum(log(min(m, c))) is increasing in c
         mid = (lo + hi) / 2

@@ -29,7 +29,13 @@ PANELS = (
     ("target_std", "Target feature std (collapse → 0)", "std"),
     ("target_rank", "Effective rank of targets (collapse → 1)", "effective rank"),
 )
+# Learning-monitor panels (drawn when some run logged them): EMA solid, online dotted, random init dashed.
+MONITOR_PANELS = (
+    ("probe", "Learning monitor: probe accuracy", "test accuracy"),
+    ("heldout_clip_rank", "Held-out effective rank (clip means)", "effective rank"),
+)
 PARTIAL_DASHES = ("-", "--", "-.", ":")
+FEW_POINTS = 25  # below this many logged points a curve also shows its points
 
 
 @dataclass
@@ -51,7 +57,7 @@ def _is_number(value: object) -> bool:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Metric rows of a run folder, sorted by step (the last row per step wins).
+    """Metric rows of a run folder, sorted by step (rows of the same step are merged, later keys win).
 
     A malformed last line (a run killed mid-write) is skipped; a malformed line elsewhere is an error.
     """
@@ -72,7 +78,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             raise DataError(f"{path}:{line_no}: not valid JSON ({e})") from e
         if not isinstance(row, dict) or not _is_number(row.get("step")):
             raise DataError(f"{path}:{line_no}: each row must be a JSON object with a numeric 'step'")
-        by_step[int(row["step"])] = row
+        by_step.setdefault(int(row["step"]), {}).update(row)  # loss and monitor rows of one step merge
     if not by_step:
         raise DataError(f"{path} holds no metric rows yet (the run logs every train.log_every steps)")
     return [by_step[s] for s in sorted(by_step)]
@@ -104,10 +110,16 @@ def plot_curves(run_dirs: Sequence[str | Path] | str | Path, out: str | Path,
 
 @styled
 def _figure(runs: list[Run]):
-    fig = new_figure(12.0, 6.6)
-    axes = fig.subplots(2, 3, sharex=True)
-    for ax, (key, title, ylabel) in zip(axes.ravel(), PANELS, strict=True):
+    monitored = any(len(run.series("probe_ema")[0]) for run in runs)
+    columns = 4 if monitored else 3
+    fig = new_figure(4.0 * columns, 6.6)
+    axes = fig.subplots(2, columns, sharex=True)
+    panel_axes = np.concatenate([axes[:, :3].ravel()]) if monitored else axes.ravel()
+    for ax, (key, title, ylabel) in zip(panel_axes, PANELS, strict=True):
         _panel(ax, runs, key, title, ylabel)
+    if monitored:
+        for ax, (key, title, ylabel) in zip(axes[:, 3], MONITOR_PANELS, strict=True):
+            _monitor_panel(ax, runs, key, title, ylabel)
     for ax in axes[-1]:
         ax.set_xlabel("step")
     if len(runs) > 1:
@@ -124,7 +136,7 @@ def _panel(ax, runs: list[Run], key: str, title: str, ylabel: str) -> None:
     for index, run in enumerate(runs):
         steps, values = run.series(key)
         if len(steps):
-            ax.plot(steps, values, label=label_name(run.label), **_line_style(run.label, index))
+            ax.plot(steps, values, label=label_name(run.label), **_line_style(run.label, index, len(steps)))
             drawn.append(values)
         else:  # keep the legend complete even when this run did not log the metric
             ax.plot([], [], label=label_name(run.label), **_line_style(run.label, index))
@@ -145,9 +157,37 @@ def _panel(ax, runs: list[Run], key: str, title: str, ylabel: str) -> None:
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
 
 
-def _line_style(label: str, index: int) -> dict:
+def _monitor_panel(ax, runs: list[Run], key: str, title: str, ylabel: str) -> None:
+    """EMA (solid) and online (dotted) encoder of each run, and its step-0 random-init level (dashed)."""
+    drawn = False
+    for index, run in enumerate(runs):
+        style = _line_style(run.label, index, FEW_POINTS - 1)
+        for encoder, linestyle in (("ema", "-"), ("online", ":")):
+            steps, values = run.series(f"{key}_{encoder}")
+            if len(steps):
+                label = f"{label_name(run.label)} ({'EMA' if encoder == 'ema' else 'online'})"
+                ax.plot(steps, values, label=label, **{**style, "linestyle": linestyle})
+                drawn = True
+        steps, values = run.series(f"{key}_ema")
+        if len(steps) and steps[0] == 0:
+            ax.axhline(values[0], color=style["color"], linestyle="--", linewidth=1.0,
+                       label=f"{label_name(run.label)}: random init")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(True)
+    if not drawn:
+        ax.text(0.5, 0.5, "no learning monitor (pretrain --eval-data)", transform=ax.transAxes, ha="center",
+                va="center", color="#777777")
+    elif key == "probe":
+        ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f} %")
+        ax.legend(fontsize="x-small", frameon=False)
+
+
+def _line_style(label: str, index: int, points: int = FEW_POINTS) -> dict:
     name = Path(label).name
     style = {"color": model_color(name, index), "linewidth": 1.6}
+    if points < FEW_POINTS:  # a handful of logged steps: show where they are, not only a polyline
+        style.update(marker="o", markersize=3.5)
     if name == "general":
         style.update(linewidth=2.2, zorder=3)  # the reference stays on top of the Partials
     elif name.startswith("partial_") and name[8:].isdigit():

@@ -1,0 +1,146 @@
+"""The pretraining recipe: EMA relative to run length, schedule stretch, regularisers, two masks, monitor."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from picojepa.config import load_config, preset
+from picojepa.data.prepare import prepare_videos
+from picojepa.data.sources import load_videos
+from picojepa.masks import MaskSampler
+from picojepa.models import JEPA
+from picojepa.models.regularizers import epps_pulley, sigreg, vicreg
+from picojepa.probe.monitor import ProbeMonitor, knn_accuracy
+from picojepa.train.pretrain import Schedules, Trainer, initial_encoder, pretrain
+from picojepa.train.schedules import capped_momenta
+
+
+@pytest.mark.parametrize("steps", [10, 24, 120, 500])
+def test_ema_target_keeps_under_one_percent_of_its_init_after_a_short_run(steps):
+    cfg = preset("tiny")
+    schedules = Schedules(cfg, steps)
+    model = JEPA(cfg.model)
+    with torch.no_grad():
+        for p in model.target_encoder.parameters():
+            p.fill_(1.0)  # "initialisation"
+        for p in model.encoder.parameters():
+            p.zero_()  # the online weights the target should move to
+    for step in range(steps):
+        model.update_target(schedules.momentum(step))
+    left = max(float(p.abs().max()) for p in model.target_encoder.parameters())
+    assert schedules.init_fraction() < 0.01
+    assert left < 0.01 * (1 + 1e-5)  # float32 lerp rounding on top of the schedule's exact bound
+    assert math.isclose(left, schedules.init_fraction(), rel_tol=1e-4)
+    assert all(a <= b + 1e-12 for a, b in zip(schedules.momenta, schedules.momenta[1:], strict=False))
+
+
+def test_momentum_cap_only_applies_when_needed():
+    long_run = [0.9] * 100  # 0.9 ** 100 is far below 1 %
+    assert capped_momenta(long_run, 0.01) == long_run
+    capped = capped_momenta([0.999] * 50, 0.01)
+    assert math.isclose(math.prod(capped), 0.01, rel_tol=1e-6)
+
+
+def test_schedule_stretch_keeps_lr_above_its_floor_and_momentum_below_its_end():
+    cfg = preset("tiny")
+    cfg.train.ema_max_init_fraction = 1.0  # look at the stretch alone
+    stretched = Schedules(cfg, 1000)
+    assert stretched.lr(999) > 10 * cfg.train.min_lr
+    assert stretched.momentum(999) < cfg.train.ema_end
+    cfg.train.schedule_stretch = 1.0
+    assert math.isclose(Schedules(cfg, 1000).lr(999), cfg.train.min_lr, rel_tol=0.05, abs_tol=1e-6)
+
+
+def test_sigreg_is_small_for_gaussian_samples_and_large_for_collapsed_ones():
+    gen = torch.Generator().manual_seed(0)
+    gaussian = torch.randn(1024, 64, generator=gen)
+    collapsed = torch.randn(1024, 1, generator=gen) * torch.ones(1, 64)  # every dimension the same
+    shrunk = 0.1 * torch.randn(1024, 64, generator=gen)
+    g = float(sigreg(gaussian, 128, torch.Generator().manual_seed(1)))
+    assert g < 2.0
+    assert float(sigreg(collapsed, 128, torch.Generator().manual_seed(1))) > 10 * g
+    assert float(sigreg(shrunk, 128, torch.Generator().manual_seed(1))) > 10 * g
+    # The statistic grows with the sample size only when the distribution is wrong.
+    assert float(epps_pulley(torch.zeros(512, 1))) > 50
+
+
+def test_vicreg_penalises_low_variance_and_correlation():
+    gen = torch.Generator().manual_seed(0)
+    spread = 1.2 * torch.randn(2048, 16, generator=gen)
+    assert float(vicreg(spread)) < 0.1
+    assert float(vicreg(spread * 0.01)) > 0.9
+    correlated = torch.randn(2048, 1, generator=gen).repeat(1, 16) * 2
+    assert float(vicreg(correlated)) > 10
+
+
+def test_regulariser_gradient_reaches_the_context_encoder():
+    cfg = preset("tiny")
+    model = JEPA(cfg.model, regularizer="sigreg", reg_weight=1.0, sigreg_directions=32)
+    masks = MaskSampler(model.encoder.grid, cfg.mask)(2, 0)
+    video = torch.randn(2, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    out = model(video, [m.keep for m in masks], [m.target for m in masks], generator=torch.Generator().manual_seed(0))
+    assert float(out.regularizer) > 0
+    out.loss.backward()
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_two_masks_average_their_losses():
+    cfg = preset("tiny")
+    cfg.mask.long_range = True
+    torch.manual_seed(0)
+    model = JEPA(cfg.model)
+    short, long = MaskSampler(model.encoder.grid, cfg.mask)(2, 1)
+    video = torch.randn(2, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    both = model(video, [short.keep, long.keep], [short.target, long.target]).loss
+    one = model(video, short.keep, short.target).loss
+    other = model(video, long.keep, long.target).loss
+    assert torch.allclose(both, (one + other) / 2, atol=1e-6)
+
+
+def test_initial_encoder_is_the_trainers_starting_point():
+    cfg = preset("tiny")
+    cfg.train.seed = 5
+    trainer = Trainer(cfg, torch.device("cpu"), total_steps=10)
+    start = initial_encoder(cfg)
+    for (name, a), b in zip(trainer.model.target_encoder.state_dict().items(), start.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    before = torch.get_rng_state()
+    initial_encoder(cfg)
+    assert torch.equal(before, torch.get_rng_state())  # no side effect on the caller's RNG
+
+
+def test_knn_accuracy_on_separable_and_on_random_features():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    centres = rng.normal(size=(3, 8)) * 5
+    x = centres[y] + rng.normal(size=(60, 8))
+    assert knn_accuracy(x[::2], y[::2], x[1::2], y[1::2]) == 1.0
+    noise = rng.normal(size=(60, 8))
+    assert knn_accuracy(noise[::2], y[::2], noise[1::2], y[1::2]) < 0.7
+
+
+def test_monitor_step_zero_equals_a_separately_computed_random_init_probe(video_folder, tmp_path, cache_dir):
+    cfg = load_config("tiny", overrides=["data.num_workers=0", "train.epochs=2", "train.batch_size=4",
+                                         "train.log_every=1"])
+    prepared = prepare_videos(load_videos(video_folder, require_labels=True), cfg, progress=False,
+                              cache_dir=cache_dir)
+    labels = np.asarray(prepared.videos.labels)
+    monitor = ProbeMonitor(prepared.store, labels, every=2, epochs=5, seed=0)
+    pretrain(cfg, video_folder, tmp_path / "run", progress=False, cache_dir=cache_dir, monitor=monitor)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    readings = [r for r in rows if "probe_ema" in r]
+    assert [r["step"] for r in readings] == [0, 2, 4, 6]
+    expected = ProbeMonitor(prepared.store, labels, every=2, epochs=5, seed=0).evaluate(initial_encoder(cfg))
+    for key, value in expected.items():
+        assert readings[0][f"{key}_ema"] == pytest.approx(value, abs=1e-6), key
+        assert readings[0][f"{key}_online"] == pytest.approx(value, abs=1e-6), key
+    assert readings[-1]["probe_ema"] != readings[0]["probe_ema"] or readings[-1]["heldout_std_ema"] != pytest.approx(
+        readings[0]["heldout_std_ema"])
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert meta["monitor"]["first_step"] == 0 and meta["ema_init_fraction"] < 0.01
