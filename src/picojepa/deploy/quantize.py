@@ -35,7 +35,7 @@ def quantize_int8(fp32: Path, int8: Path) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             prepared = Path(tmp) / "prepared.onnx"
-            quant_pre_process(str(fp32), str(prepared))  # shape inference + graph fusions before quantising
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # ONNX shape inference + fusions
             atomic_write(int8, lambda p: quantize_dynamic(
                 prepared, p, op_types_to_quantize=INT8_SETTINGS["ops"], per_channel=True,
                 weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True}))
