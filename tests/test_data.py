@@ -109,6 +109,25 @@ def test_check_reports_every_kind_of_bad_video(bad_folder):
     assert "no video stream" in reasons["audio_only.mp4"]
 
 
+def test_every_manifest_problem_names_its_line(bad_folder, video_folder, tmp_path):
+    good = video_folder / "left" / "left_0.mp4"
+    (tmp_path / "m.csv").write_text(
+        "video_name,label\n"                     # line 1: header
+        f"{good},left\n"                         # line 2: fine
+        f"{tmp_path / 'gone.mp4'},left\n"        # line 3: missing file
+        f"{bad_folder / 'text.mp4'},right\n"     # line 4: not a video
+        f"{good},\n"                             # line 5: empty label
+        f"{good},left,extra\n"                   # line 6: wrong column count
+    )
+    report = check_videos(load_videos(tmp_path / "m.csv"), progress=False)
+    lines = {p.line: p.reason for p in report.problems}
+    assert set(lines) == {3, 4, 5, 6}, report.problems
+    assert "not found" in lines[3] or "missing" in lines[3] or "no such" in lines[3].lower()
+    assert "not a video" in lines[4] and "empty label" in lines[5] and "column" in lines[6]
+    assert all(f":{line}:" in str(p) for line, p in zip(sorted(lines), sorted(report.problems, key=lambda p: p.line),
+                                                            strict=True))
+
+
 def test_prepare_refuses_too_much_bad_data_and_skips_a_little(bad_folder, cache_dir, tmp_path):
     cfg = load_config("tiny")
     with pytest.raises(DataError, match="unusable"):

@@ -23,6 +23,10 @@ CLASSES = ["move_left", "move_right", "rotate_cw", "rotate_ccw"]
 FAST = ["data.num_workers=0", "train.epochs=1", "train.batch_size=8"]
 
 
+def general_encoder(out: Path) -> Path:
+    return Path(json.loads((out / "report.json").read_text())["encoders"]["general"]["run_dir"])
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -39,7 +43,7 @@ def shared_run(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     root = tmp_path_factory.mktemp("exp")
     # The labelled folder doubles as the pretraining pool: its val/test videos must be removed from it.
     settings = ExperimentSettings(data=str(labelled), pretrain_data=str(labelled), preset="tiny", overrides=FAST,
-                                  probe_epochs=5, mode="shared")
+                                  probe_epochs=5, mode="shared", low_shot=(1, 3))
     run_experiment(settings, root / "shared", cache_dir=root / "cache", progress=False, quiet_tables=True)
     return root / "shared", settings
 
@@ -50,7 +54,7 @@ def test_experiment_writes_every_file_with_the_stated_keys(shared_run):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["classes"] == sorted(CLASSES)  # class folders are taken in alphabetical order
-    assert set(report["models"]) == {"general", "partial_1", "partial_2", "partial_3", "partial_4"}
+    assert set(report["models"]) == {"general", "random_init", "partial_1", "partial_2", "partial_3", "partial_4"}
     assert set(report["ensembles"]) >= {"vote", "soft", "weighted", "stack"}
     for entry in [*report["models"].values(), *report["ensembles"].values()]:
         assert set(entry["accuracy"]) >= {"per_class", "macro", "micro"}
@@ -60,6 +64,35 @@ def test_experiment_writes_every_file_with_the_stated_keys(shared_run):
         assert gap["ci95"][0] <= gap["mean"] <= gap["ci95"][1]
     assert sum(report["splits"].values()) == 40
     assert "Accuracy per class" in (out / "report.md").read_text()
+
+
+def test_report_has_the_random_init_baseline_gain_chance_and_other_head(shared_run):
+    out, _ = shared_run
+    report = json.loads((out / "report.json").read_text())
+    gain = report["pretraining_gain"]
+    general, random = (report["models"][n]["accuracy"]["micro"] for n in ("general", "random_init"))
+    assert gain["mean"] == pytest.approx(general - random)
+    assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
+    assert report["chance"] == pytest.approx(0.25)
+    assert report["other_head"]["head"] == "linear"  # the default head is attentive
+    assert report["other_head"]["gain"]["mean"] == pytest.approx(
+        report["other_head"]["general"] - report["other_head"]["random_init"])
+    low = report["low_shot"]
+    assert [r["per_class"] for r in low] == [1, 3] and [r["train_videos"] for r in low] == [4, 12]
+    for row in low:
+        assert row["gain"]["mean"] == pytest.approx(row["general"] - row["random_init"])
+    text = (out / "report.md").read_text()
+    assert "Low-shot frozen evaluation" in text
+    assert "Pretraining gain:" in text and "chance 25.0 %" in text and "other head (linear)" in text
+    # The random-init encoder is the General's starting point: same architecture and seed, 0 steps.
+    random_dir = Path(report["encoders"]["random_init"]["run_dir"])
+    general_dir = Path(report["encoders"]["general"]["run_dir"])
+    assert json.loads((random_dir / "config.json").read_text())["steps"] == 0
+    assert json.loads((random_dir / "config.json").read_text())["config"]["model"] == json.loads(
+        (general_dir / "config.json").read_text())["config"]["model"]
+    # The General's pretraining ran the learning monitor on the training split, from step 0.
+    rows = [json.loads(line) for line in (general_dir / "metrics.jsonl").read_text().splitlines()]
+    assert next(r["step"] for r in rows if "probe_ema" in r) == 0
 
 
 def test_every_number_is_recomputable_from_predictions_csv(shared_run):
@@ -75,7 +108,8 @@ def test_every_number_is_recomputable_from_predictions_csv(shared_run):
             assert again[group][name]["confidence"]["per_class"] == pytest.approx(
                 entry["confidence"]["per_class"], nan_ok=True)
     rows = read_csv(out / "predictions.csv")
-    assert len(rows) == report["splits"]["test"] * 9  # 5 models + 4 aggregations
+    assert len(rows) == report["splits"]["test"] * 10  # 6 models (random init included) + 4 aggregations
+    assert again["pretraining_gain"] == report["pretraining_gain"]
 
 
 def test_splits_shards_and_pretraining_pool_never_touch_test(shared_run):
@@ -116,7 +150,7 @@ def test_independent_heterogeneous_mode_reports_compute(labelled, tmp_path):
     assert compute["general_clip_steps"] == encoders["general"]["clip_steps"]
     heads = {report["heads"][f"partial_{i}"]["head"] for i in range(1, 5)}
     assert heads == {"linear", "attentive", "mlp"}
-    widths = {json.loads((tmp_path / "ind" / "encoders" / f"partial_{i}" / "config.json").read_text())["config"][
+    widths = {json.loads((Path(encoders[f"partial_{i}"]["run_dir"]) / "config.json").read_text())["config"][
         "model"]["embed_dim"] for i in range(1, 5)}
     assert len(widths) > 1
 
@@ -150,7 +184,7 @@ def test_predict_matches_the_experiment_and_reports_bad_videos(shared_run, label
 
 def test_probe_command_and_classifier_loading(shared_run, labelled, tmp_path):
     out, _ = shared_run
-    encoder_dir = out.parent / "shared" / "encoders" / "general"
+    encoder_dir = general_encoder(out)
     clf_dir = tmp_path / "clf"
     result = CliRunner().invoke(app, ["probe", "--encoder", str(encoder_dir), "--data", str(labelled), "--out",
                                       str(clf_dir), "--epochs", "3", "--head", "attentive", "--quiet",
@@ -172,7 +206,7 @@ def test_probe_command_and_classifier_loading(shared_run, labelled, tmp_path):
 
 def test_probe_finetune_trains_its_own_encoder_copy(shared_run, labelled, tmp_path):
     out, _ = shared_run
-    encoder_dir = out / "encoders" / "general"
+    encoder_dir = general_encoder(out)
     before = (encoder_dir / "encoder.safetensors").read_bytes()
     clf_dir = tmp_path / "ft"
     result = CliRunner().invoke(app, ["probe", "--encoder", str(encoder_dir), "--data", str(labelled), "--out",
@@ -183,3 +217,20 @@ def test_probe_finetune_trains_its_own_encoder_copy(shared_run, labelled, tmp_pa
     meta = json.loads((clf_dir / "config.json").read_text())
     assert meta["encoder_embedded"] and len(meta["history"]) == 2
     assert load_classifier(clf_dir).class_names == meta["class_names"]
+
+
+def test_a_changed_weight_setting_retrains_and_a_cosmetic_one_reuses(labelled, tmp_path):
+    def run(name: str, *extra: str) -> Path:
+        settings = ExperimentSettings(data=str(labelled), preset="tiny", overrides=[*FAST, *extra], probe_epochs=2,
+                                      mode="shared", monitor=False)
+        run_experiment(settings, tmp_path / name, cache_dir=tmp_path / "cache", encoders_dir=tmp_path / "enc",
+                       progress=False, quiet_tables=True, figures=False)
+        return general_encoder(tmp_path / name)
+
+    base = run("a")
+    assert run("b", "train.log_every=3", "data.num_workers=0") == base  # where/how often it logs: same weights
+    for setting in ("train.ema_start=0.99", "train.warmup_fraction=0.2", "data.min_scale=0.5",
+                    "mask.long_range=true", "train.schedule_stretch=1.0"):
+        other = run(setting.replace("=", "_"), setting)
+        assert other != base and (other / "encoder.safetensors").is_file(), setting
+    assert (base / "encoder.safetensors").is_file()  # the earlier encoder is kept, not overwritten

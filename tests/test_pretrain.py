@@ -32,7 +32,8 @@ def test_pretrain_writes_the_run_folder_and_loss_decreases(video_folder, tmp_pat
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 25))
     assert {"loss", "lr", "momentum", "clips_per_s", "target_std", "target_rank"} <= set(rows[0])
-    first, last = sum(r["loss"] for r in rows[:3]) / 3, sum(r["loss"] for r in rows[-3:]) / 3
+    assert {"prediction_loss", "regularizer"} <= set(rows[0])
+    first, last = (sum(r["prediction_loss"] for r in part) / 3 for part in (rows[:3], rows[-3:]))
     assert last < 0.8 * first, (first, last)
     assert rows[-1]["momentum"] >= rows[0]["momentum"]
     encoder = load_encoder(run)

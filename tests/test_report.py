@@ -196,3 +196,45 @@ def test_recompute_rejects_inconsistent_csv(written):
     path.write_text("\n".join([*lines, lines[1]]) + "\n")  # duplicate the first row
     with pytest.raises(DataError, match="duplicate row"):
         recompute_from_predictions(path)
+
+
+def _tied_vote_inputs() -> tuple[ReportInputs, np.ndarray, np.ndarray]:
+    """Four members that split 2-2 between classes 1 and 2 on every video; the tie rule picks class 2 (its
+    summed probability is larger) while the argmax of the vote shares would take class 1."""
+    n = 12
+    y = np.full(n, 2)
+    for_1 = np.tile([0.1, 0.5, 0.4], (n, 1))
+    for_2 = np.tile([0.0, 0.2, 0.8], (n, 1))
+    members = np.stack([for_1, for_1, for_2, for_2])
+    ens = Ensemble.from_probabilities({"test": members}, method="vote")
+    inputs = ReportInputs(class_names=CLASSES, test_videos=[f"v{i}.mp4" for i in range(n)], test_labels=y,
+                          models={"general": for_2, **{f"partial_{k + 1}": members[k] for k in range(4)}},
+                          ensembles={"vote": ens.predict_proba("test")}, predictions={"vote": ens.predict("test")})
+    return inputs, members, ens.predict("test")
+
+
+def test_vote_ece_and_confidence_use_the_tie_rule_decision_and_member_probabilities():
+    inputs, _, pred = _tied_vote_inputs()
+    assert (pred == 2).all()  # tie rule: class 2 has the larger summed probability
+    vote = build_report(inputs)["ensembles"]["vote"]
+    assert vote["accuracy"]["micro"] == 1.0
+    # Confidence: the members' mean probability of the voted class (0.4, 0.4, 0.8, 0.8 → 0.6), not a vote share.
+    assert vote["confidence"]["micro"] == pytest.approx(0.6)
+    assert vote["vote_share"]["micro"] == pytest.approx(0.5)
+    # Every decision is right with confidence 0.6: ECE = |1 − 0.6|. The old argmax-of-shares rule gave
+    # class 1 (all wrong) at share 0.5: ECE 0.5.
+    assert vote["ece"] == pytest.approx(0.4)
+
+
+def test_bootstrap_is_stratified_by_class():
+    from picojepa.ensemble.evaluation import paired_bootstrap_gap
+
+    y = np.array([0] * 90 + [1] * 10)
+    a = y.copy()
+    b = y.copy()
+    a[90:] = 0  # a misses class 1, b misses class 0
+    b[:90] = 1
+    fixed = paired_bootstrap_gap(y, a, b, n_resamples=2000, seed=0)
+    assert fixed["stratified"] and fixed["ci95"][0] == pytest.approx(fixed["ci95"][1]) == pytest.approx(0.8)
+    free = paired_bootstrap_gap(y, a, b, n_resamples=2000, seed=0, stratified=False)
+    assert free["ci95"][1] - free["ci95"][0] > 0.1  # class counts vary between resamples

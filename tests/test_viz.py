@@ -61,7 +61,7 @@ def read_png(path: Path, width: int | None = None, height: int | None = None) ->
 
 
 def test_every_model_name_has_its_own_colour_and_save_is_atomic(tmp_path):
-    assert len(set(MODEL_COLORS.values())) == len(MODEL_COLORS) == 15
+    assert len(set(MODEL_COLORS.values())) == len(MODEL_COLORS) == 16
     fig = new_figure(4, 3)
     fig.subplots().plot([0, 1], [0, 1])
     read_png(save(fig, tmp_path / "sub" / "line.png"), width=600, height=450)
@@ -290,3 +290,41 @@ def test_confusion_counts_rows_are_true_classes():
 
     y, pred = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2])
     assert np.array_equal(confusion_counts(y, pred, 3), confusion_matrix(y, pred, labels=[0, 1, 2]))
+
+
+def test_tsne_titles_fit_inside_the_figure_even_with_one_panel():
+    from picojepa.viz.tsne import _figure
+
+    rng = np.random.default_rng(0)
+    Z, y = rng.normal(size=(40, 2)), np.arange(40) % 4
+    fig = _figure([("General = every Partial (one shared encoder)", Z, y)], {"General = every Partial "
+                                                                            "(one shared encoder)": 0.1},
+                  ["a", "b", "c", "d"])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [fig._suptitle, *(ax.title for ax in fig.axes)]
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and extent.y1 <= box.y1, text.get_text()
+
+
+def test_curves_of_a_one_step_run_show_their_points_and_monitor_panels(tmp_path):
+    from picojepa.viz.curves import Run, _figure
+
+    row = {"step": 10, "loss": 0.5, "lr": 1e-4, "weight_decay": 0.04, "momentum": 0.99, "target_std": 0.5,
+           "target_rank": 20.0}
+    fig = _figure([Run("general", [row])])
+    lines = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata())]
+    assert len(lines) == 6 and all(line.get_marker() == "o" for line in lines)
+    # Without a learning monitor the figure keeps its six panels; with one it adds probe and local share.
+    assert len(fig.axes) == 6
+    monitored = [{"step": 0, "probe_ema": 0.3, "probe_online": 0.3, "heldout_local_share_ema": 0.2,
+                  "heldout_local_share_online": 0.2}, {**row, "probe_ema": 0.5, "probe_online": 0.45,
+                                                       "heldout_local_share_ema": 0.1,
+                                                       "heldout_local_share_online": 0.12}]
+    fig = _figure([Run("general", monitored)])
+    assert len(fig.axes) == 8
+    probe_ax = next(ax for ax in fig.axes if "probe accuracy" in ax.get_title())
+    random_level = [line for line in probe_ax.get_lines() if line.get_linestyle() == "--"]
+    assert random_level and random_level[0].get_ydata()[0] == pytest.approx(0.3)

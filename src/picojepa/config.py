@@ -45,6 +45,8 @@ class MaskConfig:
     long_range: bool = False
     long_ratio: float = 0.85
     long_block_scale: tuple[float, float] = (0.5, 0.8)
+    # Also predict the last k time slices in full from the earlier ones (0: off, as in V-JEPA).
+    future_slices: int = 0
 
 
 @dataclass
@@ -82,8 +84,13 @@ class TrainConfig:
     # Schedules are laid out over stretch × the run's steps (V-JEPA's "ipe_scale"): the LR never reaches
     # its floor and the momentum ends below its final value.
     schedule_stretch: float = 1.25
-    regularizer: str = "none"  # none | sigreg | vicreg: anti-collapse term on the context encoder's tokens
-    reg_weight: float = 0.05
+    # Anti-collapse term on the context encoder's tokens: none | vicreg | sigreg. Measured (docs/recipes.md):
+    # the plain V-JEPA objective falls below its random init here; VICReg on the local residual does not.
+    regularizer: str = "vicreg"
+    reg_weight: float = 1.0
+    # What the regulariser sees: local (tokens minus their clip's mean and their position's batch mean),
+    # content (minus the position's mean only) or tokens (raw).
+    reg_on: str = "local"
     sigreg_directions: int = 256
     loss: str = "l1"  # l1 | smooth_l1 | l2
     seed: int = 0
@@ -242,8 +249,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"mask.ratio must be in (0, 1), got {cfg.mask.ratio}")
     if cfg.mask.long_range and not 0.0 < cfg.mask.long_ratio < 1.0:
         raise ConfigError(f"mask.long_ratio must be in (0, 1), got {cfg.mask.long_ratio}")
+    grid_t = m.num_frames // m.tubelet_size
+    if not 0 <= cfg.mask.future_slices < grid_t:
+        raise ConfigError(f"mask.future_slices must be in [0, {grid_t - 1}] for {grid_t} time slices")
     if cfg.train.regularizer not in ("none", "sigreg", "vicreg"):
         raise ConfigError(f"train.regularizer must be none, sigreg or vicreg, got {cfg.train.regularizer!r}")
+    if cfg.train.reg_on not in ("local", "content", "tokens"):
+        raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:
         raise ConfigError("train.ema_max_init_fraction must be in (0, 1]")
     if cfg.train.schedule_stretch < 1.0:

@@ -38,14 +38,24 @@ def num_masked(spatial_size: int, ratio: float) -> int:
     return min(max(round(ratio * spatial_size), 1), spatial_size - 1)
 
 
-def spatial_to_indices(spatial: np.ndarray, grid_t: int) -> tuple[np.ndarray, np.ndarray]:
-    """(B, S) spatial masks → keep (B, K) and target (B, M) token indices over all time slices."""
+def spatial_to_indices(spatial: np.ndarray, grid_t: int, future: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(B, S) spatial masks → keep (B, K) and target (B, M) token indices over all time slices.
+
+    With ``future`` = k > 0 the last k time slices are targets in full: the context then only holds the
+    unmasked positions of the earlier slices, and predicting the rest needs the motion seen so far.
+    """
     batch, size = spatial.shape
+    past = grid_t - future
     offsets = (np.arange(grid_t) * size)[None, :, None]
     # nonzero() walks row-major, so each row's positions come out sorted; every row has the same count.
     keep_s = np.nonzero(~spatial)[1].reshape(batch, 1, -1)
     target_s = np.nonzero(spatial)[1].reshape(batch, 1, -1)
-    return (keep_s + offsets).reshape(batch, -1), (target_s + offsets).reshape(batch, -1)
+    keep = (keep_s + offsets[:, :past]).reshape(batch, -1)
+    if not future:
+        return keep, (target_s + offsets).reshape(batch, -1)
+    masked_past = (target_s + offsets[:, :past]).reshape(batch, -1)
+    whole_future = np.broadcast_to(np.arange(past * size, grid_t * size), (batch, future * size))
+    return keep, np.concatenate([masked_past, whole_future], axis=1)
 
 
 def draw_blocks(batch: int, grid_hw: tuple[int, int], scale: tuple[float, float], aspect: tuple[float, float],
@@ -111,7 +121,7 @@ class MaskGenerator:
     def __call__(self, batch_size: int, seed: int | np.random.Generator | list[int]) -> MaskBatch:
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         spatial = self.spatial(rng, batch_size)
-        keep, target = spatial_to_indices(spatial, self.grid[0])
+        keep, target = spatial_to_indices(spatial, self.grid[0], self.cfg.future_slices)
         return MaskBatch(torch.from_numpy(keep), torch.from_numpy(target), torch.from_numpy(spatial))
 
 

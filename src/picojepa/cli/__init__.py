@@ -22,6 +22,14 @@ HEAD_HELP = ("attentive (default; V-JEPA's frozen evaluation: a learned query cr
              "linear or mlp (on mean-pooled tokens).")
 
 
+def _counts(text: str, option: str) -> tuple[int, ...]:
+    """"5,10,25" → (5, 10, 25); a clear error for anything else."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise PicoJepaError(f"{option} takes comma-separated whole numbers such as 5,10,25, got {text!r}") from None
+
+
 def _mount_viz() -> None:
     from .viz import viz_app
 
@@ -249,6 +257,8 @@ def experiment(
     probe_epochs: Annotated[int, typer.Option(help="Head training epochs.")] = 60,
     num_clips: Annotated[int, typer.Option(help="Evenly spaced clips per video at evaluation.")] = 4,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples for the CIs (≥ 2000).")] = 2000,
+    low_shot: Annotated[str, typer.Option(help="Comma-separated labelled videos per class for a low-shot table "
+                                               "of General vs random init, e.g. 5,10,25 (empty: none).")] = "",
     allow_eval_in_pretrain: Annotated[bool, typer.Option(
         help="Let validation/test videos into the pretraining pool (off: they are removed).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
@@ -274,7 +284,8 @@ def experiment(
         data=str(data), pretrain_data=str(pretrain_data) if pretrain_data else None, preset=preset,
         config=str(config) if config else None, overrides=extra, members=members, mode=mode,
         heterogeneous=heterogeneous, seed=seed, device=device, head=head, probe_epochs=probe_epochs,
-        num_clips=num_clips, bootstrap=bootstrap, allow_eval_in_pretrain=allow_eval_in_pretrain)
+        num_clips=num_clips, bootstrap=bootstrap, allow_eval_in_pretrain=allow_eval_in_pretrain,
+        low_shot=_counts(low_shot, "--low-shot"))
     result = run_experiment(settings, out, cache_dir=cache_dir, progress=not quiet)
     typer.echo(f"report: {result.out / 'report.md'} ({result.seconds:.0f} s)")
 

@@ -64,7 +64,7 @@ def check_videos(videos: VideoSet, clip_frames: int | None = None, frame_stride:
         for item, info, reason in track(results, total=len(videos.items), description="checking videos",
                                         enabled=progress):
             if reason is not None:
-                problems.append(Problem(str(item.path), reason))
+                problems.append(Problem(str(item.path), reason, item.line))
                 continue
             usable.append(item)
             infos[str(item.path)] = info

@@ -49,6 +49,8 @@ def prepare_videos(videos: VideoSet, cfg: Config, progress: bool = True, workers
     if cfg.data.use_cache:
         cache = ClipCache(cache_dir or cfg.data.cache_dir, settings)
         cached, failures = cache.build([item.path for item in usable], workers=workers or 0, progress=progress)
+        lines = {str(item.path): item.line for item in usable}
+        failures = [Problem(f.path, f.reason, lines.get(f.path)) for f in failures]
         if failures:
             warn(f"{len(failures)} video(s) failed to decode while caching and are skipped:"
                  + "".join(f"\n  ✗ {p}" for p in failures[:10]))

@@ -21,6 +21,7 @@ LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 class VideoItem:
     path: Path
     label: int | None = None
+    line: int | None = field(default=None, compare=False)  # its manifest row, so problems can name it
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _assign_labels(rows: list[tuple[int, str, str]], base: Path, source: Path) -
                       else f"label {raw!r} mixes integers and class names")
             problems.append(Problem(name, reason, line))
             continue
-        items.append(VideoItem(_resolve(base, name), label))
+        items.append(VideoItem(_resolve(base, name), label, line))
     return VideoSet(items, names, str(source), problems)
 
 
@@ -193,7 +194,7 @@ def _csv_manifest(path: Path) -> VideoSet:
         else:
             unlabelled.append((lineno, cells[0]))
     if width == 1:
-        return VideoSet([VideoItem(_resolve(base, n)) for _, n in unlabelled], None, str(path), problems)
+        return VideoSet([VideoItem(_resolve(base, n), None, ln) for ln, n in unlabelled], None, str(path), problems)
     videos = _assign_labels(rows, base, path)
     videos.problems = problems + videos.problems
     return videos
@@ -222,7 +223,7 @@ def _path_label_list(path: Path) -> VideoSet:
         for lineno, name in unlabelled:
             problems.append(Problem(name, "row has no label while other rows do", lineno))
     if not rows:
-        return VideoSet([VideoItem(_resolve(base, n)) for _, n in unlabelled], None, str(path), problems)
+        return VideoSet([VideoItem(_resolve(base, n), None, ln) for ln, n in unlabelled], None, str(path), problems)
     videos = _assign_labels(rows, base, path)
     videos.problems = problems + videos.problems
     return videos

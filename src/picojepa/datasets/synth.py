@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from ..errors import DataError
@@ -490,6 +489,8 @@ def render_video(
 
 def pick_codec() -> str:
     """H.264 when the bundled FFmpeg has libx264, else MPEG-4 part 2 (always built in)."""
+    import av
+
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
@@ -509,8 +510,11 @@ def rgb_to_yuv420p(frames: np.ndarray) -> list[np.ndarray]:
     return [np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (y, subsample(cb), subsample(cr))]
 
 
-def _yuv_frame(planes: Sequence[np.ndarray], index: int) -> av.VideoFrame:
-    """A yuv420p frame whose every byte is set, row padding included (PyAV leaves it uninitialised)."""
+def _yuv_frame(planes: Sequence[np.ndarray], index: int) -> Any:
+    """A yuv420p ``av.VideoFrame`` whose every byte is set, row padding included (PyAV leaves it
+    uninitialised)."""
+    import av
+
     height, width = planes[0].shape[1:]
     frame = av.VideoFrame(width, height, "yuv420p")
     for plane, source in zip(frame.planes, planes, strict=True):
@@ -526,6 +530,8 @@ def encode_video(frames: np.ndarray, path: str | Path, fps: int, codec: str) -> 
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"frame sides must be even for yuv420p, got {height}x{width}")
+    import av  # only here: rendering works without PyAV (e.g. on a GPU image)
+
     planes = rgb_to_yuv420p(frames)
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)

@@ -130,6 +130,13 @@ def confidence_per_class(y: ArrayLike, probs: ArrayLike) -> np.ndarray:
         return np.where(support > 0, sums / np.maximum(support, 1), np.nan)
 
 
+def _mean_per_class(y: np.ndarray, values: np.ndarray, num_classes: int) -> np.ndarray:
+    support = np.bincount(y, minlength=num_classes)
+    sums = np.bincount(y, weights=values, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, sums / np.maximum(support, 1), np.nan)
+
+
 def mean_confidence(probs: ArrayLike) -> float:
     """Mean top probability over all samples."""
     probs = check_probs(probs)
@@ -137,11 +144,13 @@ def mean_confidence(probs: ArrayLike) -> float:
     return float(probs.max(axis=1).mean())
 
 
-def expected_calibration_error(y: ArrayLike, probs: ArrayLike, bins: int = 15) -> float:
-    """Top-label expected calibration error.
+def expected_calibration_error(y: ArrayLike, probs: ArrayLike, bins: int = 15, pred: ArrayLike | None = None,
+                               confidence: ArrayLike | None = None) -> float:
+    """Top-label expected calibration error of the decisions ``pred`` (default: the argmax).
 
-    Sum over equal-width confidence bins (lo, hi] of |B|/n * |accuracy(B) - confidence(B)|, where the
-    confidence is the top probability and accuracy is whether the argmax is right.
+    Sum over equal-width confidence bins (lo, hi] of |B|/n * |accuracy(B) - confidence(B)|. The confidence
+    of a decision is ``confidence`` when given, else the probability of the predicted class (the top
+    probability for argmax decisions); accuracy is whether the decision is right.
     """
     if not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ConfigError(f"bins must be a positive integer, got {bins!r}")
@@ -149,8 +158,9 @@ def expected_calibration_error(y: ArrayLike, probs: ArrayLike, bins: int = 15) -
     y = check_labels(y, probs.shape[1])
     n = _check_same_length(labels=y, probabilities=probs)
     _require_samples(n)
-    conf = probs.max(axis=1)
-    correct = (np.argmax(probs, axis=1) == y).astype(np.float64)
+    pred = np.argmax(probs, axis=1) if pred is None else check_labels(pred, probs.shape[1], "predictions")
+    conf = probs[np.arange(n), pred] if confidence is None else np.asarray(confidence, dtype=np.float64)
+    correct = (pred == y).astype(np.float64)
     which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
     count = np.bincount(which, minlength=bins)
     gap = np.abs(
@@ -191,13 +201,16 @@ def paired_bootstrap_gap(
     n_resamples: int = 2000,
     seed: int = 0,
     metric: str = "micro",
+    stratified: bool = True,
 ) -> dict[str, Any]:
     """Paired bootstrap of accuracy(a) - accuracy(b) over the test samples.
 
-    Each resample draws n test videos with replacement and scores both models on the same draw. Because
-    the statistic only depends on how many drawn videos fall in each (true class, a right?, b right?)
-    cell, the draw is made directly as multinomial cell counts, which has exactly the distribution of
-    resampling video indices but costs O(resamples x classes) instead of O(resamples x n).
+    Each resample draws test videos with replacement and scores both models on the same draw. Stratified
+    (the default), each class is resampled on its own with its own count — a test split has fixed class
+    counts, so a resample should too; otherwise n videos are drawn from all. Because the statistic only
+    depends on how many drawn videos fall in each (true class, a right?, b right?) cell, the draw is made
+    directly as multinomial cell counts, which has exactly the distribution of resampling video indices
+    but costs O(resamples x classes) instead of O(resamples x n).
 
     Returns ``mean`` (the gap on the full test set, the point estimate), ``ci95`` ([low, high] percentile
     interval), ``ci_includes_zero``, ``bootstrap_mean``, ``fraction_a_better`` / ``fraction_b_better``
@@ -221,7 +234,15 @@ def paired_bootstrap_gap(
     observed = _gap_from_cell_counts(np.bincount(cells, minlength=4 * num_classes)[None], metric)[0]
 
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, cell_probs, size=n_resamples)
+    if stratified:
+        cell_counts = np.bincount(cells, minlength=4 * num_classes).reshape(num_classes, 4)
+        counts = np.zeros((n_resamples, num_classes, 4), dtype=np.int64)
+        for c in np.flatnonzero(cell_counts.sum(axis=1)):
+            support = int(cell_counts[c].sum())
+            counts[:, c] = rng.multinomial(support, cell_counts[c] / support, size=n_resamples)
+        counts = counts.reshape(n_resamples, -1)
+    else:
+        counts = rng.multinomial(n, cell_probs, size=n_resamples)
     gaps = _gap_from_cell_counts(counts, metric)
     low, high = np.percentile(gaps, [2.5, 97.5])
     tail = min(np.mean(gaps <= 0), np.mean(gaps >= 0))
@@ -234,6 +255,7 @@ def paired_bootstrap_gap(
         "fraction_b_better": float(np.mean(gaps < 0)),
         "p_value": float(min(1.0, 2 * tail)),
         "metric": metric,
+        "stratified": bool(stratified),
         "n_resamples": int(n_resamples),
         "seed": int(seed),
         "n": int(n),
@@ -267,13 +289,16 @@ def evaluate_model(
     class_names: Sequence[str],
     pred: ArrayLike | None = None,
     ece_bins: int = 15,
+    confidence: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Metrics of one model on one labelled set, in the layout used by ``report.json``.
 
     ``pred`` defaults to the argmax of ``probs``; pass it when the decision rule differs (the hard vote's
-    tie rule). Returns ``accuracy`` (``per_class`` class -> fraction, ``macro``, ``micro``), ``confidence``
-    (``per_class`` class -> mean top probability, ``mean`` over classes as in the published table,
-    ``micro`` over videos), ``ece`` and ``n``. Classes absent from ``y`` map to None.
+    tie rule). ``confidence`` (n,) is each decision's confidence, by default the probability of the
+    predicted class (the top probability for argmax decisions). Returns ``accuracy`` (``per_class``
+    class -> fraction, ``macro``, ``micro``), ``confidence`` (``per_class`` class -> mean confidence,
+    ``mean`` over classes as in the published table, ``micro`` over videos), ``ece`` of those decisions
+    and confidences, and ``n``. Classes absent from ``y`` map to None.
     """
     probs = check_probs(probs)
     num_classes = probs.shape[1]
@@ -285,7 +310,8 @@ def evaluate_model(
     _require_samples(n)
 
     acc = per_class_accuracy(y, pred, num_classes)
-    conf = confidence_per_class(y, probs)
+    decision_conf = probs[np.arange(n), pred] if confidence is None else np.asarray(confidence, dtype=np.float64)
+    conf = _mean_per_class(y, decision_conf, num_classes)
     return {
         "accuracy": {
             "per_class": dict(zip(class_names, nan_to_none(acc), strict=True)),
@@ -295,8 +321,8 @@ def evaluate_model(
         "confidence": {
             "per_class": dict(zip(class_names, nan_to_none(conf), strict=True)),
             "mean": float(np.nanmean(conf)),
-            "micro": mean_confidence(probs),
+            "micro": float(decision_conf.mean()),
         },
-        "ece": expected_calibration_error(y, probs, bins=ece_bins),
+        "ece": expected_calibration_error(y, probs, bins=ece_bins, pred=pred, confidence=decision_conf),
         "n": int(n),
     }

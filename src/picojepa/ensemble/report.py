@@ -29,6 +29,7 @@ from .aggregation import HARD_VOTE_TIE_RULE, hard_vote, vote_fractions
 from .evaluation import check_labels, check_probs, evaluate_model, paired_bootstrap_gap, pairwise_disagreement
 
 GENERAL = "general"
+RANDOM_INIT = "random_init"  # the General's head on the same architecture at initialisation: the baseline
 MEMBER_PATTERN = re.compile(r"^partial_([1-9]\d*)$")
 ENSEMBLE_ORDER = ("vote", "soft", "weighted", "stack")
 CSV_COLUMNS = ("video", "label", "model", "pred")
@@ -80,12 +81,12 @@ class _Outputs:
 
 
 def is_model_name(name: str) -> bool:
-    return name == GENERAL or MEMBER_PATTERN.match(name) is not None
+    return name in (GENERAL, RANDOM_INIT) or MEMBER_PATTERN.match(name) is not None
 
 
 def _model_order(names: Sequence[str]) -> list[str]:
     members = sorted((n for n in names if MEMBER_PATTERN.match(n)), key=lambda n: int(n.split("_")[1]))
-    return [n for n in names if n == GENERAL] + members
+    return [n for n in (GENERAL, RANDOM_INIT) if n in names] + members
 
 
 def _ensemble_order(names: Sequence[str]) -> list[str]:
@@ -94,6 +95,8 @@ def _ensemble_order(names: Sequence[str]) -> list[str]:
 
 def display_name(name: str) -> str:
     """``partial_3`` -> ``Partial 3``, ``general`` -> ``General``, ``best_single`` -> ``Best single``."""
+    if name == RANDOM_INIT:
+        return "Random init"
     return name.replace("_", " ").capitalize()
 
 
@@ -124,7 +127,8 @@ def _validate(inputs: ReportInputs) -> _Outputs:
     bad_ensembles = [n for n in inputs.ensembles if is_model_name(n)]
     if bad_models or bad_ensembles:
         raise ConfigError(
-            "models must be named 'general' or 'partial_<k>' (k = 1, 2, ...) and ensembles anything else; "
+            "models must be named 'general', 'random_init' or 'partial_<k>' (k = 1, 2, ...) and ensembles "
+            "anything else; "
             f"got models {bad_models}, ensembles {bad_ensembles}"
         )
     model_names = _model_order(list(inputs.models))
@@ -201,8 +205,23 @@ def _build_report(
 def _metrics_from_outputs(out: _Outputs, n_resamples: int, seed: int, gap_metric: str) -> dict[str, Any]:
     """The part of the report that depends only on predictions.csv's content."""
 
+    members = out.member_names
+
     def evaluate(name: str) -> dict[str, Any]:
-        return evaluate_model(out.y, out.probs[name], out.classes, pred=out.preds[name])
+        if name != "vote" or not members:
+            return evaluate_model(out.y, out.probs[name], out.classes, pred=out.preds[name])
+        # The vote's "probabilities" are vote shares; its confidence is the members' mean probability of the
+        # class it chose, so the confidence table compares probabilities with probabilities.
+        chosen, rows = out.preds[name], np.arange(len(out.y))
+        member_conf = np.stack([out.probs[m][rows, chosen] for m in members]).mean(axis=0)
+        entry = evaluate_model(out.y, out.probs[name], out.classes, pred=chosen, confidence=member_conf)
+        share = out.probs[name][rows, chosen]
+        per_class = [float(share[out.y == c].mean()) if np.any(out.y == c) else None for c in range(len(out.classes))]
+        entry["vote_share"] = {"per_class": dict(zip(out.classes, per_class, strict=True)),
+                               "mean": float(np.mean([v for v in per_class if v is not None])),
+                               "micro": float(share.mean())}
+        entry["confidence_definition"] = "mean member probability of the voted class"
+        return entry
 
     ensembles = {}
     for name in out.ensemble_names:
@@ -211,10 +230,15 @@ def _metrics_from_outputs(out: _Outputs, n_resamples: int, seed: int, gap_metric
             out.y, out.preds[name], out.preds[GENERAL], n_resamples=n_resamples, seed=seed, metric=gap_metric
         )
     models = {name: evaluate(name) for name in out.model_names}
-    members = out.member_names
+    gain = None
+    if RANDOM_INIT in out.preds:
+        gain = paired_bootstrap_gap(out.y, out.preds[GENERAL], out.preds[RANDOM_INIT], n_resamples=n_resamples,
+                                    seed=seed, metric=gap_metric)
     return {
         "classes": out.classes,
         "n_test": len(out.y),
+        "chance": 1.0 / len(out.classes),
+        "pretraining_gain": gain,
         "models": models,
         "ensembles": ensembles,
         "ece": {name: entry["ece"] for name, entry in {**models, **ensembles}.items()},
@@ -431,9 +455,13 @@ def _format_value(value: Any) -> str:
 def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]] | None = None) -> str:
     """``report.md``: the two per-class tables, gaps, references, diversity, ECE, splits, compute, figures."""
     parts = ["# pico-JEPA report", ""]
+    parts += _section("Did pretraining help?", pretraining_gain_text(report))
     parts += _section("Accuracy per class (%)", _markdown_table(*per_class_table(report, "accuracy")))
     parts += _section(
-        "Mean confidence per class (%)", _markdown_table(*per_class_table(report, "confidence"))
+        "Mean confidence per class (%)",
+        "Confidence is the probability a model gives the class it predicts; for the vote, the members' mean "
+        "probability of the voted class.\n\n" + _markdown_table(*per_class_table(report, "confidence"))
+        + _vote_share_text(report),
     )
     parts += _section(
         "Gaps vs General", _markdown_table(*gap_table(report)) + "\n\n" + _bootstrap_note(report)
@@ -454,11 +482,63 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]
     return "\n".join(parts).rstrip() + "\n"
 
 
+def pretraining_gain_text(report: Mapping[str, Any]) -> str:
+    """One line: General minus the random-init encoder (same head, splits and seed), with its CI."""
+    gain = report.get("pretraining_gain")
+    chance = report.get("chance")
+    chance_text = f"chance {_pct(chance)} %" if chance is not None else ""
+    if not gain:
+        return f"No random-init baseline in this report ({chance_text})."
+    models = report["models"]
+    low, high = gain["ci95"]
+    verdict = "includes 0: not significant" if gain["ci_includes_zero"] else "excludes 0"
+    lines = [f"Pretraining gain: {_pct(gain['mean'], signed=True)} pp [95 % CI {_pct(low, True)}, "
+             f"{_pct(high, True)}; {verdict}] — General {_pct(models[GENERAL]['accuracy']['micro'])} % vs "
+             f"random-init encoder {_pct(models[RANDOM_INIT]['accuracy']['micro'])} % (same architecture, seed, "
+             f"head and splits; paired bootstrap over test videos); {chance_text}."]
+    other = report.get("other_head")
+    if other:
+        o_low, o_high = other["gain"]["ci95"]
+        lines.append(f"With the other head ({other['head']}): General {_pct(other['general'])} % vs random init "
+                     f"{_pct(other['random_init'])} %, gain {_pct(other['gain']['mean'], signed=True)} pp "
+                     f"[{_pct(o_low, True)}, {_pct(o_high, True)}].")
+    low_shot = report.get("low_shot") or []
+    if low_shot:
+        rows = [[str(r["per_class"]), str(r["train_videos"]), _pct(r["general"]), _pct(r["random_init"]),
+                 _pct(r["gain"]["mean"], signed=True),
+                 f"[{_pct(r['gain']['ci95'][0], True)}, {_pct(r['gain']['ci95'][1], True)}]"] for r in low_shot]
+        rows.append(["all", str(report.get("splits", {}).get("train", "")), _pct(models[GENERAL]["accuracy"]["micro"]),
+                     _pct(models[RANDOM_INIT]["accuracy"]["micro"]), _pct(gain["mean"], signed=True),
+                     f"[{_pct(low, True)}, {_pct(high, True)}]"])
+        lines.append("Low-shot frozen evaluation (the same head trained on k labelled videos per class; test "
+                     "accuracy %):\n\n" + _markdown_table(
+                         ["Labels per class", "Training videos", "General", "Random init", "Gain (pp)", "95 % CI"],
+                         rows))
+    monitor = ((report.get("encoders") or {}).get(GENERAL) or {}).get("monitor")
+    if monitor:
+        lines.append(f"General's {monitor}.")
+    return "\n\n".join(lines)
+
+
+def _vote_share_text(report: Mapping[str, Any]) -> str:
+    share = (report.get("ensembles", {}).get("vote") or {}).get("vote_share")
+    if not share:
+        return ""
+    cells = ", ".join(f"{c} {_pct(v)}" for c, v in share["per_class"].items())
+    return (f"\n\nVote share of the voted class (a share of members, not a probability): {cells}; mean over "
+            f"classes {_pct(share['mean'])} %, over videos {_pct(share['micro'])} %.")
+
+
 def _bootstrap_note(report: Mapping[str, Any]) -> str:
     boot = report.get("bootstrap", {})
+    comparisons = len(report.get("ensembles", {})) + bool((report.get("reference") or {}).get("best_single"))
     return (
-        f"Paired bootstrap over test videos ({boot.get('n_resamples')} resamples, seed {boot.get('seed')}, "
-        f"{boot.get('metric')} accuracy). When the 95 % CI includes 0 the gap is not significant."
+        f"Paired bootstrap over test videos, stratified by class ({boot.get('n_resamples')} resamples, seed "
+        f"{boot.get('seed')}, {boot.get('metric')} accuracy). When the 95 % CI includes 0 the gap is not "
+        f"significant. {comparisons} comparisons are made against General with no multiplicity correction: "
+        f"by chance alone about {0.05 * comparisons:.2f} of them would exclude 0 (Bonferroni would ask for "
+        f"{100 * (1 - 0.05 / max(comparisons, 1)):.1f} % intervals). The bootstrap covers the sampling of "
+        f"test videos only, not training variance: repeat over seeds (experiment --repeats) for that."
     )
 
 
@@ -520,6 +600,7 @@ def _compute_table(compute: Mapping[str, Mapping[str, Any]]) -> str:
 def format_terminal_tables(report: Mapping[str, Any]) -> str:
     """Plain-text accuracy and confidence tables plus the gaps, for printing in a terminal."""
     blocks = [
+        pretraining_gain_text(report),
         "Accuracy per class (%)\n" + _text_table(*per_class_table(report, "accuracy")),
         "Mean confidence per class (%)\n" + _text_table(*per_class_table(report, "confidence")),
         "Gaps vs General (percentage points, paired bootstrap 95 % CI)\n" + _text_table(*gap_table(report)),

@@ -11,7 +11,7 @@ import numpy as np
 from ..progress import warn
 
 
-def experiment_figures(out: Path, report: dict[str, Any], encoders_root: Path, encoder_names: list[str],
+def experiment_figures(out: Path, report: dict[str, Any], encoder_dirs: dict[str, Path], encoder_names: list[str],
                        mode: str, class_names: list[str], labels: np.ndarray, pooled: dict[str, np.ndarray],
                        y_test: np.ndarray, test_preds: dict[str, np.ndarray], seed: int = 0,
                        progress: bool = True) -> list[tuple[str, str]]:
@@ -31,8 +31,10 @@ def experiment_figures(out: Path, report: dict[str, Any], encoders_root: Path, e
             return
         made.append((caption, f"figures/{name}"))
 
-    attempt("Accuracy per class: General, each Partial and each aggregation; below, each aggregation's gap to "
-            "General with its paired-bootstrap 95 % CI.", "accuracy.png", lambda p: viz.accuracy_bars(report, p))
+    attempt("Accuracy per class: General, the random-init encoder (same architecture and seed, same head), each "
+            "Partial and each aggregation, with the chance level; below, the pretraining gain and each "
+            "aggregation's gap to General with paired-bootstrap 95 % CIs.", "accuracy.png",
+            lambda p: viz.accuracy_bars(report, p))
     attempt("Mean confidence (top softmax probability; for the vote, the winning share of votes) per class.",
             "confidence.png", lambda p: viz.confidence_bars(report, p))
     attempt("Confusion matrices on the test split (rows: true class, normalised).", "confusions.png",
@@ -46,8 +48,9 @@ def experiment_figures(out: Path, report: dict[str, Any], encoders_root: Path, e
         caption = ("t-SNE of pooled clip embeddings of all labelled videos, one map per encoder; silhouette "
                    "computed in embedding space.")
     attempt(caption, "tsne.png", lambda p: viz.plot_tsne(panels, class_names, p, seed=seed, progress=progress))
-    runs = [encoders_root / name for name in encoder_names]
-    attempt("Pretraining curves: loss, learning rate, weight decay, EMA momentum and the collapse diagnostics "
-            "(target feature std, effective rank).", "pretraining_curves.png",
+    runs = [encoder_dirs[name] for name in encoder_names]
+    attempt("Pretraining curves: loss, learning rate, weight decay, EMA momentum, the collapse diagnostics "
+            "(target feature std, effective rank) and, for the General, the learning monitor (probe accuracy of "
+            "the EMA and online encoders; dashed: random init).", "pretraining_curves.png",
             lambda p: viz.plot_curves(runs, p, labels=encoder_names))
     return made

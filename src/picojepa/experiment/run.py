@@ -22,7 +22,8 @@ from ..data.prepare import PreparedData, prepare_videos
 from ..data.sources import VideoItem, VideoSet, load_videos
 from ..data.splits import load_splits, save_splits, stratified_shards, stratified_split
 from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_vote
-from ..ensemble.report import ReportInputs, build_report, format_terminal_tables, write_report
+from ..ensemble.evaluation import paired_bootstrap_gap
+from ..ensemble.report import RANDOM_INIT, ReportInputs, build_report, format_terminal_tables, write_report
 from ..errors import ConfigError, DataError, PicoJepaError
 from ..models import VideoViT
 from ..probe.classifier import (
@@ -36,9 +37,11 @@ from ..probe.classifier import (
 )
 from ..probe.features import Features, extract_features
 from ..probe.heads import HEAD_TYPES, uses_pooled_features
+from ..probe.monitor import ProbeMonitor, subsample_stratified
 from ..progress import info
 from ..train import load_encoder, pretrain
 from ..train.checkpoint import ENCODER_FILE, read_run_config
+from ..train.pretrain import save_initial_encoder
 from ..utils import resolve_device, write_json
 from .figures import experiment_figures
 
@@ -63,6 +66,8 @@ class ExperimentSettings:
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     bootstrap: int = 2000
     allow_eval_in_pretrain: bool = False
+    monitor: bool = True  # learning monitor on the General's pretraining (its labelled training split only)
+    low_shot: tuple[int, ...] = ()  # labelled videos per class for the low-shot table (General vs random init)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -73,6 +78,8 @@ class ExperimentSettings:
             raise ConfigError(f"--head must be one of {', '.join(HEAD_TYPES)}, got {self.head!r}")
         if self.bootstrap < 2000:
             raise ConfigError("--bootstrap must be at least 2000 resamples")
+        if any(k < 1 for k in self.low_shot):
+            raise ConfigError(f"--low-shot counts must be positive, got {list(self.low_shot)}")
 
 
 @dataclass
@@ -113,7 +120,8 @@ def plan_members(settings: ExperimentSettings) -> list[Member]:
     if settings.heterogeneous:  # cycle through the head types, starting with the chosen one
         start = HEAD_TYPES.index(settings.head)
         heads = [HEAD_TYPES[(start + i) % len(HEAD_TYPES)] for i in range(len(HEAD_TYPES))]
-    members = [Member("general", "general", settings.head, settings.seed)]
+    members = [Member("general", "general", settings.head, settings.seed),
+               Member(RANDOM_INIT, RANDOM_INIT, settings.head, settings.seed)]
     for i in range(settings.members):
         encoder = "general" if settings.mode == "shared" else f"partial_{i + 1}"
         seed = settings.seed + 1 + i if settings.heterogeneous or settings.mode == "independent" else settings.seed
@@ -191,26 +199,44 @@ def pool_shards(pool: VideoSet, n: int, seed: int) -> list[VideoSet]:
 
 
 # ------------------------------------------------------------------------------------ stages
-def _pretrain_key(cfg: Config) -> dict[str, Any]:
+# Settings that change where or how fast a run goes, never its weights.
+_NOT_WEIGHTS = {"train": {"device", "log_every", "checkpoint_every", "compile"},
+                "data": {"num_workers", "cache_dir", "use_cache", "device_cache", "max_bad_fraction"}}
+
+
+def pretrain_key(cfg: Config, pool: VideoSet | None) -> str:
+    """Digest of everything that determines an encoder's weights: every config field except the ones in
+    ``_NOT_WEIGHTS``, and the pretraining videos (None for the random-init baseline)."""
     d = cfg.to_dict()
-    t = d["train"]
-    return {"model": d["model"], "mask": d["mask"], "train": {k: t[k] for k in ("epochs", "batch_size", "lr", "seed",
-                                                                               "loss", "weight_decay")}}
+    for section, names in _NOT_WEIGHTS.items():
+        d[section] = {k: v for k, v in d[section].items() if k not in names}
+    videos = sorted(str(item.path.resolve()) for item in pool.items) if pool is not None else None
+    return hashlib.sha1(json.dumps([d, videos], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, cache_dir: Path | None) -> dict:
+def encoder_dir(root: Path, name: str, key: str) -> Path:
+    """One folder per (encoder, settings): a changed setting trains a new encoder, never reuses the old one."""
+    return root / f"{name}-{key}"
+
+
+def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, cache_dir: Path | None,
+                   monitor: ProbeMonitor | None = None) -> dict:
     """Pretrain (or resume, or reuse) one encoder; returns its facts for the report."""
-    meta_path = run_dir / "config.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if _pretrain_key(Config.from_dict(meta["config"])) != _pretrain_key(cfg):
-            raise PicoJepaError(f"{run_dir} was pretrained with other settings; use a new --out or delete it")
     resume = (run_dir / "checkpoint.pt").exists()
     info(f"{'reusing' if resume else 'pretraining'} encoder {run_dir.name} ({len(pool.items)} videos)")
-    result = pretrain(cfg, pool, run_dir, resume=resume, progress=progress, cache_dir=cache_dir)
+    result = pretrain(cfg, pool, run_dir, resume=resume, progress=progress, cache_dir=cache_dir, monitor=monitor)
+    meta = read_run_config(run_dir)
     return {"run_dir": str(run_dir), "clip_steps": result.clips_seen, "steps": result.steps,
             "videos": result.videos, "seconds": round(result.seconds, 1), "skipped": len(result.skipped),
-            "params": read_run_config(run_dir)["encoder_params"]}
+            "params": meta["encoder_params"], "monitor": (meta.get("monitor") or {}).get("text")}
+
+
+def ensure_random_init(cfg: Config, run_dir: Path) -> dict:
+    """The baseline: the General's architecture and seed at initialisation, saved as a 0-step run."""
+    if not (run_dir / ENCODER_FILE).exists():
+        save_initial_encoder(cfg, run_dir)
+    return {"run_dir": str(run_dir), "clip_steps": 0, "steps": 0, "videos": 0, "seconds": 0.0, "skipped": 0,
+            "params": read_run_config(run_dir)["encoder_params"], "monitor": None}
 
 
 def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int, tokens: bool,
@@ -244,6 +270,69 @@ def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int
     np.savez(tmp, **arrays)
     tmp.replace(path)
     return feats
+
+
+def _general_monitor(settings: ExperimentSettings, data: LabelledData, cfg: Config) -> ProbeMonitor | None:
+    """The learning monitor for the General's pretraining, on the labelled *training* split only (at most
+    240 videos), so validation and test videos never enter it."""
+    from ..data.dataset import FrameStore
+
+    train = data.split_idx["train"]
+    labels = data.labels[train]
+    present = np.bincount(labels)[np.unique(labels)]
+    if len(present) < 2 or present.min() < 2:
+        return None
+    keep = train[subsample_stratified(labels, 240, settings.seed)]
+    store = data.prepared.store
+    subset = FrameStore([store.videos[i] for i in keep], store.settings, store.cache)
+    return ProbeMonitor(subset, data.labels[keep], every=0, seed=settings.seed)
+
+
+def _other_head_check(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData,
+                      val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """General and random-init encoders under the other head family (attentive ↔ linear), so the choice of
+    head cannot hide a loss: test accuracy of each and the paired-bootstrap gain."""
+    other = "linear" if settings.head != "linear" else "attentive"
+    preds = {}
+    for name in ("general", RANDOM_INIT):
+        probe = ProbeConfig(head=other, epochs=settings.probe_epochs, num_clips=settings.num_clips,
+                            seed=settings.seed)
+        trained = train_head(features[name], data.labels, data.split_idx["train"], val, len(data.class_names), probe)
+        preds[name] = head_probabilities(trained.head, features[name], test, other, settings.num_clips).argmax(1)
+    y = data.labels[test]
+    gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
+                                seed=settings.seed)
+    return {"head": other, "general": float((preds["general"] == y).mean()),
+            "random_init": float((preds[RANDOM_INIT] == y).mean()), "gain": gain}
+
+
+def low_shot_subset(train: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` seeded training videos of every class (all of a class that has fewer); sorted."""
+    rng = np.random.default_rng([seed, per_class])
+    picked = [rng.permutation(train[labels[train] == c])[:per_class] for c in np.unique(labels[train])]
+    return np.sort(np.concatenate(picked))
+
+
+def _low_shot_table(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData,
+                    val: np.ndarray, test: np.ndarray) -> list[dict[str, Any]]:
+    """General vs random init with only k labelled training videos per class (V-JEPA's low-shot frozen
+    evaluation): the same head, validation and test splits; only the head's training set shrinks."""
+    rows = []
+    y = data.labels[test]
+    for k in sorted(set(settings.low_shot)):
+        train = low_shot_subset(data.split_idx["train"], data.labels, k, settings.seed)
+        preds = {}
+        for name in ("general", RANDOM_INIT):
+            probe = ProbeConfig(head=settings.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
+                                seed=settings.seed)
+            trained = train_head(features[name], data.labels, train, val, len(data.class_names), probe)
+            probs = head_probabilities(trained.head, features[name], test, settings.head, settings.num_clips)
+            preds[name] = probs.argmax(1)
+        gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
+                                    seed=settings.seed)
+        rows.append({"per_class": k, "train_videos": len(train), "general": float((preds["general"] == y).mean()),
+                     "random_init": float((preds[RANDOM_INIT] == y).mean()), "gain": gain})
+    return rows
 
 
 @dataclass
@@ -283,16 +372,22 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     pool, pool_meta = pretraining_pool(settings, data)
     configs = encoder_configs(settings, base)
     shards = pool_shards(pool, settings.members, settings.seed) if settings.mode == "independent" else []
+    pools = {name: pool if name == "general" else shards[int(name.split("_")[1]) - 1] for name in configs}
+    dirs = {name: encoder_dir(encoders_root, name, pretrain_key(cfg, pools[name])) for name, cfg in configs.items()}
+    dirs[RANDOM_INIT] = encoder_dir(encoders_root, RANDOM_INIT, pretrain_key(base, None))
+    monitor = _general_monitor(settings, data, base) if settings.monitor else None
     encoders: dict[str, dict] = {}
     for name, cfg in configs.items():
-        subset = pool if name == "general" else shards[int(name.split("_")[1]) - 1]
-        encoders[name] = ensure_encoder(cfg, subset, encoders_root / name, progress, cache_dir)
+        encoders[name] = ensure_encoder(cfg, pools[name], dirs[name], progress, cache_dir,
+                                        monitor if name == "general" else None)
+    encoders[RANDOM_INIT] = ensure_random_init(base, dirs[RANDOM_INIT])
+    configs[RANDOM_INIT] = base
     timings["pretrain"] = time.perf_counter() - t
 
     t = time.perf_counter()
     members = plan_members(settings)
-    needs_tokens = {m.encoder for m in members if not uses_pooled_features(m.head)}
-    features = {name: _features(encoders_root / name, configs[name], data, settings.num_clips, name in needs_tokens,
+    needs_tokens = {m.encoder for m in members if not uses_pooled_features(m.head)} | {"general", RANDOM_INIT}
+    features = {name: _features(dirs[name], configs[name], data, settings.num_clips, name in needs_tokens,
                                 cache_dir, out, device, progress) for name in configs}
     timings["features"] = time.perf_counter() - t
 
@@ -302,7 +397,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     val_probs, test_probs, heads_meta = {}, {}, {}
     loaded: dict[str, VideoViT] = {}
     for member in members:
-        train_idx = data.split_idx["train"] if member.name == "general" else data.shard_idx[
+        train_idx = data.split_idx["train"] if member.name in ("general", RANDOM_INIT) else data.shard_idx[
             int(member.name.split("_")[1]) - 1]
         probe = ProbeConfig(head=member.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
                             seed=member.seed)
@@ -311,14 +406,16 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         val_probs[member.name] = head_probabilities(trained.head, feats, val, member.head, settings.num_clips)
         test_probs[member.name] = head_probabilities(trained.head, feats, test, member.head, settings.num_clips)
         if member.encoder not in loaded:  # each encoder read once, not once per member
-            loaded[member.encoder] = load_encoder(encoders_root / member.encoder)
-        _save_member(out, member, trained, probe, encoders_root / member.encoder, loaded[member.encoder],
+            loaded[member.encoder] = load_encoder(dirs[member.encoder])
+        _save_member(out, member, trained, probe, dirs[member.encoder], loaded[member.encoder],
                      configs[member.encoder], data, train_idx)
         heads_meta[member.name] = {"head": member.head, "encoder": member.encoder, "train_videos": len(train_idx),
                                    "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy}
     timings["heads"] = time.perf_counter() - t
 
-    partials = [m.name for m in members if m.name != "general"]
+    partials = [m.name for m in members if m.name not in ("general", RANDOM_INIT)]
+    other_head = _other_head_check(settings, features, data, val, test)
+    low_shot = _low_shot_table(settings, features, data, val, test)
     y_val, y_test = data.labels[val], data.labels[test]
     p_val = np.stack([val_probs[m] for m in partials])
     p_test = np.stack([test_probs[m] for m in partials])
@@ -342,6 +439,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         extra={"mode": settings.mode, "preset": settings.preset, "heterogeneous": settings.heterogeneous,
                "settings": dataclasses.asdict(settings), "pretraining_pool": pool_meta, "encoders": encoders,
                "heads": heads_meta, "ensemble_compute": _ensemble_compute(settings, encoders),
+               "other_head": other_head, "low_shot": low_shot,
                "validation_accuracy": {m: float((val_probs[m].argmax(1) == y_val).mean()) for m in val_probs},
                "timings_s": {k: round(v, 1) for k, v in timings.items()}},
     )
@@ -350,7 +448,8 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     if figures:
         preds = {name: p.argmax(1) for name, p in {**inputs.models, **ensembles}.items()}
         preds["vote"] = inputs.predictions["vote"]
-        figure_list = experiment_figures(out, report, encoders_root, list(configs), settings.mode, data.class_names,
+        figure_list = experiment_figures(out, report, dirs, [n for n in configs if n != RANDOM_INIT], settings.mode,
+                                         data.class_names,
                                          data.labels, {n: f.pooled.mean(1) for n, f in features.items()}, y_test,
                                          preds, settings.seed, progress)
     inputs.extra["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
@@ -363,7 +462,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
 def _check_settings(out: Path, settings: ExperimentSettings) -> None:
     path = out / "experiment.json"
     current = dataclasses.asdict(settings)
-    current["fractions"] = list(current["fractions"])
+    current["fractions"], current["low_shot"] = list(current["fractions"]), list(current["low_shot"])
     if path.exists():
         saved = json.loads(path.read_text()).get("settings", {})
         ignore = {"device"}  # where it runs does not change what it computes
@@ -410,7 +509,7 @@ def _ensemble_compute(settings: ExperimentSettings, encoders: dict[str, dict]) -
     if settings.mode == "shared":
         return {"general_clip_steps": general, "ensemble_clip_steps": general,
                 "note": "shared mode: General and all Partials use one encoder, pretrained once"}
-    partial = sum(v["clip_steps"] for k, v in encoders.items() if k != "general")
+    partial = sum(v["clip_steps"] for k, v in encoders.items() if k.startswith("partial_"))
     return {"general_clip_steps": general, "ensemble_clip_steps": partial,
             "ratio_ensemble_to_general": round(partial / max(general, 1), 3),
             "note": "independent mode: each Partial pretrains its own encoder on its shard"}

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .predictor import Predictor
-from .regularizers import regularizer_loss
+from .regularizers import content_residual, local_residual, regularizer_loss
 from .vit import VideoViT, gather_tokens
 
 
@@ -26,11 +26,12 @@ class StepOutput:
 
 class JEPA(nn.Module):
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
-                 sigreg_directions: int = 256) -> None:
+                 sigreg_directions: int = 256, reg_on: str = "local") -> None:
         super().__init__()
         self.cfg = cfg
         self.loss_name = loss
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
+        self.reg_on = reg_on
         self.encoder = VideoViT(cfg)
         self.predictor = Predictor(cfg, self.encoder.grid)
         self.target_encoder = copy.deepcopy(self.encoder)
@@ -67,8 +68,13 @@ class JEPA(nn.Module):
         prediction = torch.stack(losses).mean()
         reg = torch.zeros((), device=video.device)
         if self.regularizer != "none" and self.reg_weight > 0:
-            reg = regularizer_loss(self.regularizer, torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts]),
-                                   self.sigreg_directions, generator)
+            if self.reg_on in ("content", "local"):
+                residual = content_residual if self.reg_on == "content" else local_residual
+                n = self.encoder.num_tokens
+                embeddings = torch.cat([residual(c, k, n) for c, k in zip(contexts, keeps, strict=True)])
+            else:
+                embeddings = torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts])
+            reg = regularizer_loss(self.regularizer, embeddings, self.sigreg_directions, generator)
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 

@@ -47,6 +47,30 @@ def vicreg(embeddings: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return variance + (off_diagonal**2).sum() / flat.shape[-1]
 
 
+def content_residual(tokens: torch.Tensor, positions: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """Tokens (B, K, D) at token positions (B, K) → (B·K, D) minus the batch mean at each position.
+
+    Regularising raw tokens does not stop the collapse that matters here: an encoder whose output depends
+    on the position alone has diverse, full-rank tokens, yet every clip looks the same. What is left after
+    removing each position's mean is what varies between clips: the content.
+    """
+    flat = tokens.reshape(-1, tokens.shape[-1]).float()
+    pos = positions.reshape(-1)
+    sums = torch.zeros(num_positions, flat.shape[-1], device=flat.device).index_add_(0, pos, flat)
+    counts = torch.bincount(pos, minlength=num_positions).clamp_min(1).to(flat.dtype)
+    return flat - (sums / counts[:, None])[pos]
+
+
+def local_residual(tokens: torch.Tensor, positions: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """Tokens (B, K, D) → (B·K, D) minus their clip's mean token and their position's batch mean (plus the
+    grand mean): the part of a token that is neither the same all over its clip (e.g. the background's
+    colour) nor the same at its place in every clip (its position). A JEPA on simple scenes collapses to
+    the first kind — every token of a clip alike — and a term on raw tokens cannot see it."""
+    flat = tokens.reshape(-1, tokens.shape[-1]).float()
+    clip_means = tokens.float().mean(dim=1, keepdim=True).expand_as(tokens).reshape(flat.shape)
+    return content_residual(tokens, positions, num_positions) - clip_means + flat.mean(dim=0, keepdim=True)
+
+
 def regularizer_loss(kind: str, embeddings: torch.Tensor, num_directions: int = 256,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     if kind == "sigreg":

@@ -120,19 +120,22 @@ def head_probabilities(head: nn.Module, features: Features, index: np.ndarray, k
 
 
 def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-               num_classes: int, cfg: ProbeConfig) -> TrainedHead:
+               num_classes: int, cfg: ProbeConfig, device: str | torch.device = "cpu") -> TrainedHead:
     """Train a head on cached per-clip features; keep the epoch with the best validation accuracy
-    (ties: lower validation loss). The test split never enters this function."""
+    (ties: lower validation loss). The test split never enters this function. The returned head is on
+    the CPU, wherever it trained."""
     torch.manual_seed(cfg.seed)
+    device = torch.device(device)
     pooled = uses_pooled_features(cfg.head)
     K = features.pooled.shape[1]
-    x_train = _inputs(features, train_idx, pooled)
-    y_train = torch.from_numpy(np.repeat(labels[train_idx], K)).long()
+    x_train = _inputs(features, train_idx, pooled).to(device)
+    y_train = torch.from_numpy(np.repeat(labels[train_idx], K)).long().to(device)
     head = make_head(cfg.head, features.pooled.shape[-1], num_classes)
     if isinstance(head, LinearHead):
         pooled_train = torch.from_numpy(features.pooled[train_idx].reshape(-1, features.pooled.shape[-1]))
         head.mean.copy_(pooled_train.mean(dim=0))
         head.std.copy_(pooled_train.std(dim=0).clamp_min(1e-6) if len(pooled_train) > 1 else torch.ones_like(head.std))
+    head.to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, -(-len(x_train) // cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
@@ -140,7 +143,7 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
     selector, history = EpochSelector(), []
     for epoch in range(cfg.epochs):
         head.train()
-        order = torch.randperm(len(x_train), generator=gen)
+        order = torch.randperm(len(x_train), generator=gen).to(device)
         total = 0.0
         for i in range(0, len(order), cfg.batch_size):
             b = order[i: i + cfg.batch_size]
@@ -155,7 +158,7 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
         scores = selector.consider(epoch + 1, head, probs, labels[val_idx])
         history.append({"epoch": epoch + 1, "train_loss": total / len(order), **scores})
     head.load_state_dict(selector.state)
-    head.eval()
+    head.cpu().eval()
     return TrainedHead(head, selector.epoch, selector.accuracy, history)
 
 

@@ -21,7 +21,7 @@ from ..data.prepare import prepare_videos
 from ..data.sources import load_videos
 from ..errors import DataError
 from ..models import VideoViT
-from ..train.diagnostics import effective_rank, feature_std
+from ..train.diagnostics import effective_rank, feature_std, local_share
 from .classifier import ProbeConfig, head_probabilities, train_head
 from .features import Features, extract_features
 
@@ -100,7 +100,7 @@ class ProbeMonitor:
         trained = train_head(feats, self.labels, self.train_idx, np.empty(0, dtype=int), self.num_classes, probe)
         probs = head_probabilities(trained.head, feats, self.test_idx, self.head, self.num_clips)
         pooled = feats.pooled.mean(axis=1)
-        tokens = torch.from_numpy(feats.tokens[self.test_idx].astype(np.float32))
+        tokens = torch.from_numpy(feats.tokens[self.test_idx].astype(np.float32))  # (V, K, N, D)
         clip_means = torch.from_numpy(pooled[self.test_idx])
         return {
             "probe": float((probs.argmax(1) == self.labels[self.test_idx]).mean()),
@@ -109,6 +109,7 @@ class ProbeMonitor:
             "heldout_token_rank": effective_rank(tokens),
             "heldout_clip_rank": effective_rank(clip_means),
             "heldout_std": feature_std(tokens),
+            "heldout_local_share": local_share(tokens.reshape(-1, *tokens.shape[-2:])),
         }
 
 

@@ -22,3 +22,19 @@ def effective_rank(features: torch.Tensor, max_rows: int = 4096) -> float:
     p = s / s.sum().clamp_min(1e-12)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
     return float(torch.exp(entropy))
+
+
+@torch.no_grad()
+def local_share(tokens: torch.Tensor) -> float:
+    """Share of token variance that is neither the clip's mean token nor the position's mean over clips.
+
+    tokens (V, N, D) for V clips of N tokens. About 0 when every token of a clip is alike (the collapse a
+    JEPA falls into on simple scenes: the background's look copied everywhere) or when tokens only encode
+    their position; large when tokens carry what happens at their place in their clip.
+    """
+    x = tokens.float()
+    if x.shape[0] < 2 or x.shape[1] < 2:
+        return 0.0
+    residual = x - x.mean(dim=1, keepdim=True) - x.mean(dim=0, keepdim=True) + x.mean(dim=(0, 1), keepdim=True)
+    total = (x - x.mean(dim=(0, 1), keepdim=True)).pow(2).mean()
+    return float(residual.pow(2).mean() / total.clamp_min(1e-12))

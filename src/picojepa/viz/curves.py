@@ -32,7 +32,7 @@ PANELS = (
 # Learning-monitor panels (drawn when some run logged them): EMA solid, online dotted, random init dashed.
 MONITOR_PANELS = (
     ("probe", "Learning monitor: probe accuracy", "test accuracy"),
-    ("heldout_clip_rank", "Held-out effective rank (clip means)", "effective rank"),
+    ("heldout_local_share", "Held-out local share of token variance (collapse → 0)", "share"),
 )
 PARTIAL_DASHES = ("-", "--", "-.", ":")
 FEW_POINTS = 25  # below this many logged points a curve also shows its points

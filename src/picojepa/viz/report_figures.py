@@ -106,6 +106,11 @@ def _accuracy_figure(report: Mapping[str, Any]):
     bar_ax.set_ylabel("accuracy (%)")
     bar_ax.set_title(f"Test accuracy per class ({report.get('n_test', '?')} test videos)")
     handles, labels = bar_ax.get_legend_handles_labels()
+    chance = report.get("chance")
+    if chance:
+        bar_ax.axhline(100 * chance, color="#555555", linewidth=1.0, linestyle=(0, (4, 3)), zorder=0.5)
+        handles.append(Line2D([], [], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0))
+        labels.append(f"chance ({100 * chance:.0f} %)")
     oracle = (report.get("reference") or {}).get("oracle")
     if oracle:  # an overall number: drawn over the overall group only
         x = centres[-1]
@@ -134,8 +139,11 @@ def _gap_axes(subfig, width: float):
 
 
 def _gap_rows(report: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
-    """(name for the colour, label, gap entry) for each aggregation, then the best single member."""
-    rows = [(name, label_name(name), e["gap_vs_general"]) for name, e in report.get("ensembles", {}).items()
+    """(name for the colour, label, gap entry): the pretraining gain (General vs random init, its own sign
+    convention: right of 0 = pretraining helped), each aggregation, then the best single member."""
+    gain = report.get("pretraining_gain")
+    rows = [("random_init", "Pretraining gain (General − random init)", gain)] if gain else []
+    rows += [(name, label_name(name), e["gap_vs_general"]) for name, e in report.get("ensembles", {}).items()
             if "gap_vs_general" in e]
     best = (report.get("reference") or {}).get("best_single")
     if best and "gap_vs_general" in best:
@@ -160,9 +168,9 @@ def _gap_panel(ax, gaps: list[tuple[str, str, Mapping[str, Any]]], report: Mappi
     reach = max([abs(100 * v) for _, _, g in gaps for v in g["ci95"]] + [1.0])
     ax.set_xlim(-1.1 * reach, 1.1 * reach)  # symmetric: left of 0 reads as "worse than General" at a glance
     metric = (report.get("bootstrap") or {}).get("metric", "micro")
-    ax.set_xlabel(f"gap vs General in {metric} accuracy (percentage points)\n"
+    ax.set_xlabel(f"gap in {metric} accuracy (percentage points)\n"
                   "whiskers: paired bootstrap 95 % CI · filled marker and *: the CI excludes 0")
-    ax.set_title("Aggregations vs General (right of 0: better than General)")
+    ax.set_title("Gaps (right of 0: pretraining helped / the aggregation beats General)")
     ax.grid(True, axis="x")
     ax.set_axisbelow(True)
 

@@ -39,6 +39,7 @@ PARTIAL_GREYS = ("#3F3F3F", "#5A5A5A", "#747474", "#8C8C8C", "#A3A3A3", "#B8B8B8
 
 MODEL_COLORS: dict[str, str] = {
     "general": OKABE_ITO["black"],
+    "random_init": "#B8860B",  # dark goldenrod: the baseline, visible on white
     **{f"partial_{k}": grey for k, grey in enumerate(PARTIAL_GREYS, start=1)},
     "vote": OKABE_ITO["orange"],
     "soft": OKABE_ITO["blue"],
@@ -85,6 +86,12 @@ def styled(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def fit_text(text: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """Wrap ``text`` onto lines that fit ``width_inches`` at ``fontsize`` points (average glyph ≈ 0.55 em)."""
+    chars = max(12, int(width_inches * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars, break_long_words=False) for line in text.splitlines())
 
 
 def new_figure(width: float, height: float) -> Figure:

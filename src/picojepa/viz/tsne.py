@@ -16,7 +16,7 @@ import numpy as np
 from ..config import Config
 from ..errors import CheckpointError, DataError
 from ..progress import track
-from .style import class_color, class_marker, new_figure, save, styled
+from .style import class_color, class_marker, fit_text, new_figure, save, styled
 
 MIN_VIDEOS = 6  # fewer points make neither a t-SNE nor a silhouette meaningful
 MAX_LEGEND_CLASSES = 40
@@ -164,7 +164,7 @@ def _figure(maps: list[Panel], scores: dict[str, float], class_names: list[str])
             pts = Z[y == c]
             ax.scatter(pts[:, 0], pts[:, 1], s=16, color=class_color(c), marker=class_marker(c), alpha=0.85,
                        linewidths=0.3, edgecolors="white", label=_class_name(class_names, c))
-        ax.set_title(f"{title}\nsilhouette {scores[title]:+.3f} · {len(y)} videos")
+        ax.set_title(fit_text(f"{title}\nsilhouette {scores[title]:+.3f} · {len(y)} videos", 3.3, 10))
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_aspect("equal", adjustable="datalim")
@@ -174,7 +174,8 @@ def _figure(maps: list[Panel], scores: dict[str, float], class_names: list[str])
     for ax in axes[len(maps):]:
         ax.set_visible(False)
     _legend(fig, axes[0], class_names, len(present))
-    fig.suptitle("t-SNE of clip embeddings (silhouette: class separation in the embedding space, cosine)")
+    fig.suptitle(fit_text("t-SNE of clip embeddings (silhouette: class separation in the embedding space, cosine)",
+                          fig.get_figwidth() - 0.3, 12))
     return fig
 
 
