@@ -1,20 +1,22 @@
 """Edge inference: torch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
 
     PYTHONPATH=src python bench/edge.py latency [--preset pico-112]      # one member and the 4-member graph
+    PYTHONPATH=src python bench/edge.py profile [--preset pico-112]      # where one clip's time goes
     PYTHONPATH=src python bench/edge.py accuracy --experiment EXP       # int8 vs fp32 on EXP's test split
-    PYTHONPATH=src python bench/edge.py stream-memory [--minutes 1 60]  # peak RSS of streaming prediction
     PYTHONPATH=src python bench/edge.py int8-methods --experiment EXP   # dynamic vs static (calibrated) int8
+    PYTHONPATH=src python bench/edge.py stream-memory [--minutes 1 60]  # peak RSS of streaming prediction
 
 ``latency``: per-clip latency at batch 1 and clips/s at batches of 8 and 32 clips, for one member (encoder +
 linear head) and for the ensemble graph of 4 members with their own encoders (the independent protocol, the
-costly case) and a hard vote. Random weights: speed does not depend on what the models learned. Every
-runtime is timed in its own block (ONNX Runtime's worker threads never compete with torch's), median of
-repeated runs after warm-up. ``accuracy``: exports an experiment, predicts its test split with torch, ONNX
+costly case) and a hard vote. Random weights: speed does not depend on what the models learned. The
+runtimes take turns, run by run (load from other processes falls on each alike), median after warm-up; torch
+runs with OMP_WAIT_POLICY=PASSIVE unless it is set (see main). ``profile``: time per operator type of one
+clip, torch and ONNX Runtime fp32/int8. ``accuracy``: exports an experiment, predicts its test split with torch, ONNX
 Runtime fp32 and int8, and compares. ``int8-methods``: the General model of an experiment quantised
 dynamically (what ``export --int8`` does) and statically (QDQ, calibrated on clips of the training split),
-each scored on the test split and timed at batch 1. ``stream-memory``: writes synthetic videos of the given lengths and
-streams each through ``picojepa predict --stream`` in a fresh process, reporting its peak resident memory.
-Results are printed and appended as JSON lines to bench/results/<date>-cpu-edge.jsonl.
+each scored on the test split and timed at batch 1. ``stream-memory``: writes synthetic videos of the given
+lengths and streams each through ``picojepa predict --stream`` in a fresh process, reporting its peak
+resident memory. Results are printed and appended as JSON lines to bench/results/<date>-cpu-edge.jsonl.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def machine() -> dict:
 
     return {"cpus": os.cpu_count(), "cpu": _cpu_name(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
 def _cpu_name() -> str:
@@ -73,15 +75,25 @@ def record(entry: dict) -> None:
 def median_seconds(run, min_reps: int = 5, budget_s: float = 20.0, warmup: int = 2) -> tuple[float, float]:
     """(median, fastest) seconds of repeated runs after warm-up; on a busy machine the fastest run is the
     closest to what the runtime does alone."""
-    for _ in range(warmup):
-        run()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 50):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
+    times = round_robin({"run": run}, min_reps, budget_s, warmup)["run"]
     return float(np.median(times)), float(np.min(times))
+
+
+def round_robin(runs: dict, min_reps: int = 5, budget_s: float = 20.0, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds of each run, taking turns (one of each per round), so that load from other processes falls
+    on every runtime alike; warm-up rounds first."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    while len(times[next(iter(runs))]) < min_reps or (time.perf_counter() - start < budget_s * len(runs)
+                                                      and len(times[next(iter(runs))]) < 50):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def random_members(preset: str, count: int, num_clips: int = 1) -> list[VideoClassifier]:
@@ -105,26 +117,70 @@ def latency(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         for what, (module, outputs) in graphs.items():
+            if not any(what.startswith(g) for g in args.graphs):
+                continue
             fp32, int8 = Path(tmp) / f"{len(outputs)}.onnx", Path(tmp) / f"{len(outputs)}.int8.onnx"
             example = torch.randn(2, 2, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=gen)
             export_graph(module, example, fp32, outputs)
             quantize_int8(fp32, int8)
             sizes = {"fp32_mb": fp32.stat().st_size / 1e6, "int8_mb": int8.stat().st_size / 1e6}
-            for runtime in ("torch eager", "onnxruntime fp32", "onnxruntime int8"):
-                session = None if runtime == "torch eager" else open_session(fp32 if "fp32" in runtime else int8)
-                for batch in args.batches:
-                    x = torch.randn(batch, 1, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=gen)
-                    if session is None:
-                        with torch.inference_mode():
-                            seconds, fastest = median_seconds(lambda x=x, m=module: m(x), budget_s=args.budget)
-                    else:
-                        feed = {INPUT: x.numpy()}
-                        seconds, fastest = median_seconds(lambda feed=feed, s=session: s.run(None, feed),
-                                                          budget_s=args.budget)
+            sessions = {"onnxruntime fp32": open_session(fp32), "onnxruntime int8": open_session(int8)}
+            for batch in args.batches:
+                x = torch.randn(batch, 1, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=gen)
+                feed = {INPUT: x.numpy()}
+                runs = {"torch eager": lambda x=x, m=module: m(x),
+                        **{name: (lambda s=s, f=feed: s.run(None, f)) for name, s in sessions.items()}}
+                with torch.inference_mode():
+                    times = round_robin(runs, budget_s=args.budget)
+                for runtime, seconds in times.items():
+                    median = float(np.median(seconds))
                     record({"bench": "edge-latency", "preset": args.preset, "graph": what, "runtime": runtime,
-                            "batch": batch, "ms_per_clip": 1000 * seconds / batch, "clips_per_s": batch / seconds,
-                            "fastest_ms_per_clip": 1000 * fastest / batch,
-                            **sizes, **machine()})
+                            "batch": batch, "ms_per_clip": 1000 * median / batch, "clips_per_s": batch / median,
+                            "fastest_ms_per_clip": 1000 * min(seconds) / batch, "runs": len(seconds),
+                            "timing": "round robin over the runtimes, median", **sizes, **machine()})
+
+
+# ----------------------------------------------------------------------------------------------- profile
+def profile(args: argparse.Namespace) -> None:
+    """Share of one batch-1 clip's time per operator type (top 8), torch eager and ONNX Runtime."""
+    import onnxruntime as ort
+
+    module = MemberGraph(random_members(args.preset, 1)[0])
+    cfg = load_config(args.preset).model
+    x = torch.randn(1, 1, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for _ in range(3):
+            module(x)
+        with torch.profiler.profile() as prof:
+            for _ in range(args.runs):
+                module(x)
+    ops = {e.key: e.self_cpu_time_total / 1000 / args.runs for e in prof.key_averages()}
+    record({"bench": "edge-profile", "preset": args.preset, "runtime": "torch eager", **_top(ops), **machine()})
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "m.onnx", Path(tmp) / "m.int8.onnx"
+        export_graph(module, torch.randn(2, 2, *x.shape[2:]), fp32, [PROBABILITIES])
+        quantize_int8(fp32, int8)
+        for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8", int8)):
+            options = ort.SessionOptions()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "ort")
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for _ in range(3 + args.runs):
+                session.run(None, {INPUT: x.numpy()})
+            events = json.loads(Path(session.end_profiling()).read_text())
+            ops: dict[str, float] = {}
+            runs = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+            for e in runs[len(runs) * 3 // (3 + args.runs):]:  # leave the warm-up runs out
+                op = e["args"].get("op_name", "?")
+                ops[op] = ops.get(op, 0.0) + e["dur"] / 1000 / args.runs
+            record({"bench": "edge-profile", "preset": args.preset, "runtime": name, **_top(ops), **machine()})
+
+
+def _top(ms_per_op: dict[str, float], count: int = 8) -> dict:
+    total = sum(ms_per_op.values())
+    top = sorted(ms_per_op.items(), key=lambda kv: -kv[1])[:count]
+    return {"op_ms_per_clip": total, "top_ops": {k: f"{v:.2f} ms ({100 * v / total:.0f} %)" for k, v in top}}
 
 
 # ----------------------------------------------------------------------------------------------- accuracy
@@ -287,12 +343,22 @@ def _classifier_folders(root: Path, members: list[VideoClassifier]) -> list[Path
 
 
 def main() -> None:
+    if "OMP_WAIT_POLICY" not in os.environ:
+        # GNU OpenMP's default (active) waiting stalls torch's 2-thread pool whenever another process holds a
+        # core: ~930 ms instead of ~23 ms per pico-112 clip here. ONNX Runtime's threads never spin either
+        # (open_session). OpenMP reads the variable when torch loads, so set it and start again.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     lat = sub.add_parser("latency")
     lat.add_argument("--preset", default="pico-112")
     lat.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    lat.add_argument("--graphs", nargs="+", default=["1", "4"], help="1 (one member) and/or 4 (the ensemble)")
     lat.add_argument("--budget", type=float, default=15.0, help="seconds of timed runs per measurement")
+    prof = sub.add_parser("profile")
+    prof.add_argument("--preset", default="pico-112")
+    prof.add_argument("--runs", type=int, default=10)
     acc = sub.add_parser("accuracy")
     acc.add_argument("--experiment", required=True)
     acc.add_argument("--aggregate", default="vote")
@@ -307,7 +373,7 @@ def main() -> None:
     mem.add_argument("--hop", type=float, default=8.0)
     mem.add_argument("--int8", action="store_true")
     args = ap.parse_args()
-    {"latency": latency, "accuracy": accuracy, "int8-methods": int8_methods,
+    {"latency": latency, "profile": profile, "accuracy": accuracy, "int8-methods": int8_methods,
      "stream-memory": stream_memory}[args.what](args)
 
 
