@@ -16,7 +16,7 @@ FLOORS = [
     {"probe"},
     {"ensemble"},
     {"viz"},
-    {"experiment"},
+    {"experiment", "deploy"},
     {"cli", "__main__"},
 ]
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}

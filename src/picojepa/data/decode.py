@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,46 @@ def decode_strided(path: str | Path, side: int, frame_stride: int = 4, target_fp
     if decoder == "torchcodec":
         return _decode_torchcodec(path, side, frame_stride, target_fps, max_frames)
     return _decode_pyav(path, side, frame_stride, target_fps, max_frames)
+
+
+class StridedStream:
+    """Every stride-th frame of a whole video in order, as (seconds since the first frame, square uint8
+    (side, side, 3)), resized and cropped exactly as :func:`decode_strided` does: one pass, one frame in
+    memory at a time, for videos of any length (PyAV). After the iteration, ``end`` is the time at which the
+    last decoded frame ends (its time plus one frame interval)."""
+
+    def __init__(self, path: str | Path, side: int, frame_stride: int = 4, target_fps: float | None = None) -> None:
+        self.path, self.side, self.frame_stride, self.target_fps = Path(path), side, frame_stride, target_fps
+        self.end: float | None = None
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        import av
+
+        problem = file_problem(self.path)
+        if problem:
+            raise VideoError(self.path, problem)
+        with _open_pyav(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = THREAD_TYPE
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            stride = stride_for(fps, self.frame_stride, self.target_fps)
+            start = t = None
+            decoded = 0
+            try:
+                for index, frame in enumerate(container.decode(stream)):
+                    decoded += 1
+                    t = frame.time if frame.time is not None else index / fps
+                    start = t if start is None else start
+                    if index % stride:
+                        continue
+                    w, h = _square_size(frame.width, frame.height, self.side)
+                    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+                    yield t - start, _centre_crop(rgb, self.side)
+            except av.FFmpegError as e:
+                raise VideoError(self.path, f"undecodable after {decoded} frames (FFmpeg: {e})") from e
+        if start is None or t is None:
+            raise VideoError(self.path, "no decodable video frames")
+        self.end = t - start + 1 / fps
 
 
 def _centred_window(total: int, stride: int, max_frames: int) -> tuple[int, int]:

@@ -161,22 +161,37 @@ def _stream(classifiers: list[VideoClassifier], videos: VideoSet, batch_size: in
 
 def _rows(models: ModelSet, probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
           method: str | None) -> str:
+    return prediction_rows(models.names, probs, ok, videos, class_names, _ensemble(models, probs, ok, method))
+
+
+def _ensemble(models: ModelSet, probs: np.ndarray, rows: np.ndarray,
+              method: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(row name, probabilities, predictions) of the members' aggregation over ``rows``; None without one."""
+    member_idx = [models.names.index(n) for n in models.members]
+    if not method or len(member_idx) < 2:
+        return None
+    ens_probs, pred = aggregate(method, probs[member_idx][:, rows], models.fitted)
+    return f"ensemble:{method}", ens_probs, pred
+
+
+def prediction_rows(names: list[str], probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
+                    ensemble: tuple[str, np.ndarray, np.ndarray] | None) -> str:
+    """The predictions CSV: one row per (video, model) and one per video for the ensemble (whose outputs cover
+    the ``ok`` videos in order), with probabilities; any runtime writes the same file."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     labels = _label_names(videos, class_names)
     writer.writerow(["video", "label", "model", "pred", *class_names])
-    member_idx = [models.names.index(n) for n in models.members]
-    ens = aggregate(method, probs[member_idx][:, ok], models.fitted) if method and len(member_idx) > 1 else None
     for row, v in enumerate(np.flatnonzero(ok)):
         item = videos.items[v]
         label = labels[v] or ""
-        for m, name in enumerate(models.names):
+        for m, name in enumerate(names):
             p = probs[m, v]
             writer.writerow([str(item.path), label, name, class_names[int(p.argmax())], *(f"{x:.6f}" for x in p)])
-        if ens is not None:
-            p, pred = ens[0][row], ens[1][row]
-            writer.writerow([str(item.path), label, f"ensemble:{method}", class_names[int(pred)],
-                             *(f"{x:.6f}" for x in p)])
+        if ensemble is not None:
+            ens_name, ens_probs, ens_pred = ensemble
+            writer.writerow([str(item.path), label, ens_name, class_names[int(ens_pred[row])],
+                             *(f"{x:.6f}" for x in ens_probs[row])])
     return buf.getvalue()
 
 
@@ -190,15 +205,20 @@ def _label_names(videos: VideoSet, class_names: list[str]) -> list[str | None]:
 
 def _accuracy(models: ModelSet, probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
               method: str | None) -> dict:
-    """Accuracy over the videos whose label the models know; empty when there are none."""
+    return prediction_accuracy(models.names, probs, ok, videos, class_names, _ensemble(models, probs, ok, method))
+
+
+def prediction_accuracy(names: list[str], probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
+                        ensemble: tuple[str, np.ndarray, np.ndarray] | None) -> dict:
+    """Accuracy over the ``ok`` videos whose label the models know; empty when there are none."""
     labels = _label_names(videos, class_names)
-    scored = ok & np.array([lab is not None for lab in labels])
+    known = np.array([lab is not None for lab in labels])
+    scored = ok & known
     if not scored.any():
         return {}
     y = np.array([class_names.index(lab) for lab, s in zip(labels, scored, strict=True) if s])
-    acc = {name: float((probs[m, scored].argmax(1) == y).mean()) for m, name in enumerate(models.names)}
-    member_idx = [models.names.index(n) for n in models.members]
-    if method and len(member_idx) > 1:
-        pred = aggregate(method, probs[member_idx][:, scored], models.fitted)[1]
-        acc[f"ensemble:{method}"] = float((pred == y).mean())
+    acc = {name: float((probs[m, scored].argmax(1) == y).mean()) for m, name in enumerate(names)}
+    if ensemble is not None:
+        ens_name, _, pred = ensemble
+        acc[ens_name] = float((pred[known[ok]] == y).mean())  # ensemble outputs cover the ok videos only
     return acc

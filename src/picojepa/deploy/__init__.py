@@ -1,0 +1,1 @@
+"""To the edge: ONNX export of members and whole ensembles, ONNX Runtime inference, int8, streaming."""
