@@ -15,9 +15,11 @@ from picojepa.cli import app
 from picojepa.data.splits import load_splits
 from picojepa.datasets.synth import generate_dataset
 from picojepa.ensemble.report import recompute_from_predictions
-from picojepa.errors import CheckpointError, DataError, PicoJepaError
+from picojepa.errors import CheckpointError, ConfigError, DataError, PicoJepaError
+from picojepa.experiment import predict as predict_module
+from picojepa.experiment.predict import encoder_groups, predict
 from picojepa.experiment.run import ExperimentSettings, run_experiment
-from picojepa.probe.classifier import load_classifier
+from picojepa.probe.classifier import VideoClassifier, load_classifier
 
 CLASSES = ["move_left", "move_right", "rotate_cw", "rotate_ccw"]
 FAST = ["data.num_workers=0", "train.epochs=1", "train.batch_size=8"]
@@ -196,6 +198,78 @@ def test_predict_matches_the_experiment_and_reports_bad_videos(shared_run, label
             assert np.allclose(a, b, atol=1e-4), key
             checked += 1
     assert checked == 8 * 5
+
+
+def test_predict_runs_each_distinct_encoder_once_per_batch(shared_run, labelled, tmp_path, monkeypatch):
+    out, _ = shared_run
+    calls: list[int] = []
+    original = VideoClassifier.tokens_from_clips
+
+    def counting(self, clips):
+        calls.append(len(clips))
+        return original(self, clips)
+
+    monkeypatch.setattr(VideoClassifier, "tokens_from_clips", counting)
+    summary = predict([out], labelled, tmp_path / "p.csv", "vote", "cpu", batch_size=8, workers=0, progress=False)
+    # Shared protocol: the General and the 4 Partials have one encoder, so one pass per batch, not five.
+    assert summary.videos == 40 and len(calls) == 5
+    models = [load_classifier(out / "classifiers" / name) for name in ("general", "partial_1", "partial_2")]
+    models.append(load_classifier(out / "classifiers" / "random_init"))
+    assert sorted(map(len, encoder_groups(models))) == [1, 3]
+
+
+def test_predict_with_several_experiments_refuses_one_experiments_fitted_weights(shared_run, labelled, tmp_path):
+    out, _ = shared_run
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    with pytest.raises(ConfigError, match="fitted on one experiment's members"):
+        predict([out, other], labelled, tmp_path / "w.csv", "weighted", "cpu", workers=0, progress=False)
+    predict([out, other], labelled / CLASSES[0], tmp_path / "v.csv", "vote", "cpu", workers=0, progress=False)
+    rows = read_csv(tmp_path / "v.csv")
+    assert {r["model"] for r in rows} == {f"{f}/{m}" for f in (out.name, "other")
+                                          for m in ("general", "partial_1", "partial_2", "partial_3", "partial_4")
+                                          } | {"ensemble:vote"}
+
+
+def test_predict_skips_a_video_that_fails_for_any_model(shared_run, labelled, tmp_path, monkeypatch):
+    """A video that decodes for model 0 but not for another is predicted by none (and named), instead of
+    rows with missing probabilities or a crash."""
+    out, _ = shared_run
+    strided = tmp_path / "strided"
+    shutil.copytree(out / "classifiers" / "general", strided)
+    meta = json.loads((strided / "config.json").read_text())
+    meta["encoder_config"]["data"]["frame_stride"] = 1  # another sampling setting: decoded separately
+    (strided / "config.json").write_text(json.dumps(meta))
+    real_loader = predict_module.eval_loader
+    loaders: list[int] = []
+
+    class FailingFirstVideo:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __iter__(self):
+            for items in self.inner:
+                yield [(i, None, "injected decode error") if i == 0 else (i, c, e) for i, c, e in items]
+
+    def loader(*args):
+        loaders.append(1)
+        inner = real_loader(*args)
+        return FailingFirstVideo(inner) if len(loaders) == 2 else inner
+
+    monkeypatch.setattr(predict_module, "eval_loader", loader)
+    videos = labelled / CLASSES[1]
+    first = sorted(videos.glob("*.mp4"))[0]
+    summary = predict([out / "classifiers" / "general", strided], videos, tmp_path / "p.csv", "vote", "cpu",
+                      workers=0, progress=False)
+    assert len(loaders) == 2 and summary.videos == 9
+    assert [(Path(p.path).name, p.reason) for p in summary.skipped] == [
+        (first.name, "injected decode error (for models strided; skipped for all)")]
+    rows = read_csv(tmp_path / "p.csv")
+    assert len(rows) == 9 * 3 and first.name not in {Path(r["video"]).name for r in rows}
+    assert all(r[c] not in ("", "nan") for r in rows for c in CLASSES)
 
 
 def test_probe_command_and_classifier_loading(shared_run, labelled, tmp_path):

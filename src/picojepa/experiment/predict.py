@@ -21,6 +21,7 @@ from ..data.sources import Problem, VideoSet, load_videos
 from ..ensemble.aggregation import LOG_FLOOR, hard_vote, soft_vote, vote_fractions
 from ..errors import ConfigError, DataError
 from ..probe.classifier import VideoClassifier, load_classifier, read_classifier_config
+from ..train.distributed import fingerprint
 from ..utils import resolve_device, write_json, write_text
 
 AGGREGATIONS = ("vote", "soft", "weighted", "stack")
@@ -32,18 +33,23 @@ class ModelSet:
     dirs: list[Path]
     fitted: dict[str, Any] = field(default_factory=dict)  # from an experiment's ensemble.json
     members: list[str] = field(default_factory=list)  # names that take part in the aggregation
+    unfitted_reason: str = ("pass an experiment folder (with ensemble.json) to --models, or use vote or soft")
 
 
 def resolve_models(paths: list[Path]) -> ModelSet:
-    """Classifier folders, or experiment folders (their General and Partials, with fitted aggregations)."""
+    """Classifier folders, or experiment folders (their General and Partials, with fitted aggregations).
+
+    Weights and stackers are fitted on one experiment's members, so they apply only when that experiment
+    is the whole model set; with several folders, every member takes part in vote and soft alone."""
     if not paths:
         raise ConfigError("give at least one model folder with --models")
-    names, dirs, fitted, members = [], [], {}, []
+    names, dirs, members = [], [], []
+    fitted_per_folder: list[dict[str, Any]] = []
     for path in paths:
         ens = path / "ensemble.json"
         if ens.is_file():
             meta = json.loads(ens.read_text())
-            fitted = meta.get("methods", {})
+            fitted_per_folder.append(meta.get("methods", {}))
             for name, d in [("general", meta["general"]), *[(Path(m).name, m) for m in meta["members"]]]:
                 names.append(name if len(paths) == 1 else f"{path.name}/{name}")
                 dirs.append(Path(d))
@@ -54,7 +60,14 @@ def resolve_models(paths: list[Path]) -> ModelSet:
         names.append(path.name if path.name not in names else f"{path.name}_{len(names)}")
         dirs.append(path)
         members.append(names[-1])
-    return ModelSet(names, dirs, fitted, members)
+    if len(paths) == 1 and fitted_per_folder:
+        return ModelSet(names, dirs, fitted_per_folder[0], members)
+    reason = ModelSet.unfitted_reason
+    if fitted_per_folder:
+        reason = (f"the weights and stackers in ensemble.json were fitted on one experiment's members, not on "
+                  f"the {len(members)} members of these {len(paths)} folders together; use vote or soft, or "
+                  f"pass one experiment folder")
+    return ModelSet(names, dirs, {}, members, reason)
 
 
 def stack_from_params(probs: np.ndarray, params: dict[str, Any]) -> np.ndarray:
@@ -71,15 +84,15 @@ def stack_from_params(probs: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def aggregate(method: str, probs: np.ndarray, fitted: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def aggregate(method: str, probs: np.ndarray, fitted: dict[str, Any],
+              unfitted_reason: str = ModelSet.unfitted_reason) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities or vote fractions, predictions) of the members' probabilities (M, n, C)."""
     if method == "vote":
         return vote_fractions(probs), hard_vote(probs)[0]
     if method == "soft":
         out = soft_vote(probs)
     elif method not in fitted:
-        raise ConfigError(f"--aggregate {method} needs weights fitted on a validation split: pass an experiment "
-                          f"folder (with ensemble.json) to --models, or use vote or soft")
+        raise ConfigError(f"--aggregate {method} needs weights fitted on a validation split: {unfitted_reason}")
     elif method == "weighted":
         out = soft_vote(probs, fitted[method].get("temperature", 1.0), fitted[method]["weights"])
     else:
@@ -110,16 +123,15 @@ def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate
         if clf.class_names != class_names:
             raise DataError(f"model {name} has classes {clf.class_names}, others {class_names}: they cannot vote")
     if aggregate_method in ("weighted", "stack") and aggregate_method not in models.fitted:
-        aggregate(aggregate_method, np.zeros((1, 1, len(class_names))), models.fitted)  # raises the clear error
+        aggregate(aggregate_method, np.zeros((1, 1, len(class_names))), models.fitted,
+                  models.unfitted_reason)  # raises the clear error
     videos = load_videos(videos_path)
-    base = classifiers[0].cfg
-    check = check_videos(videos, base.model.num_frames, base.data.frame_stride, base.data.target_fps,
-                         progress=progress)
+    check = check_videos(videos, progress=progress)  # openable at all; too short is decided per model below
     skipped = list(check.problems)
     usable = VideoSet(check.usable, videos.class_names, videos.source)
     t0 = time.perf_counter()
-    probs = _stream(classifiers, usable, batch_size, workers, progress, track, skipped)
-    ok = ~np.isnan(probs[0, :, 0])
+    probs, errors = _stream(classifiers, usable, batch_size, workers, progress, track)
+    ok = _decoded_by_every_model(probs, usable, models.names, errors, skipped)
     rows = _rows(models, probs, ok, usable, class_names, aggregate_method)
     write_text(out_csv, rows)
     seconds = time.perf_counter() - t0
@@ -130,33 +142,61 @@ def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate
     return PredictSummary(int(ok.sum()), skipped, seconds, accuracy, out_csv)
 
 
+def _decoded_by_every_model(probs: np.ndarray, videos: VideoSet, names: list[str], errors: dict[int, str],
+                            skipped: list[Problem]) -> np.ndarray:
+    """Videos with probabilities from every model. One that failed for some models only (too short for a
+    member's frame count or stride, say) is skipped for all and reported with those models, so every row
+    of the CSV, the ensemble's included, covers the same videos."""
+    ok = ~np.isnan(probs).any(axis=(0, 2))
+    for v in np.flatnonzero(~ok):
+        item = videos.items[v]
+        failed = [n for m, n in enumerate(names) if np.isnan(probs[m, v]).any()]
+        which = "" if len(failed) == len(names) else f" (for models {', '.join(failed)}; skipped for all)"
+        skipped.append(Problem(str(item.path), errors.get(v, "could not be decoded") + which, item.line))
+    return ok
+
+
+def encoder_groups(classifiers: list[VideoClassifier]) -> list[list[int]]:
+    """Models that share bit-identical encoders (the shared protocol's General and Partials): each group
+    runs its encoder once per batch and only its heads separately."""
+    groups: dict[str, list[int]] = {}
+    for m, clf in enumerate(classifiers):
+        groups.setdefault(fingerprint(clf.encoder), []).append(m)
+    return list(groups.values())
+
+
 def _stream(classifiers: list[VideoClassifier], videos: VideoSet, batch_size: int, workers: int, progress: bool,
-            track: Any, skipped: list[Problem]) -> np.ndarray:
-    """(M, V, C) probabilities, NaN rows for videos that failed to decode; one decode per video per
-    sampling setting, shared by all models that use it."""
+            track: Any) -> tuple[np.ndarray, dict[int, str]]:
+    """(M, V, C) probabilities with NaN rows where a video failed to decode (and the first reason per
+    video); one decode per video per sampling setting, shared by all models that use it, and one encoder
+    pass per distinct encoder."""
     M, V, C = len(classifiers), len(videos.items), len(classifiers[0].class_names)
     probs = np.full((M, V, C), np.nan)
+    same_encoder = encoder_groups(classifiers)
     groups: dict[Any, list[int]] = {}
     for m, clf in enumerate(classifiers):
         groups.setdefault((cache_settings(clf.cfg), clf.cfg.model.num_frames, clf.num_clips), []).append(m)
     paths = [item.path for item in videos.items]
-    failed: set[int] = set()
+    errors: dict[int, str] = {}
     for (settings, frames, clips), model_ids in groups.items():
         store = FrameStore(paths, settings, cache=None)
         loader = eval_loader(store, frames, clips, batch_size, workers)
+        encoders = [[m for m in group if m in model_ids] for group in same_encoder]
+        encoders = [group for group in encoders if group]
         for items in track(loader, total=len(loader), description="predicting", enabled=progress):
             good = [(i, c) for i, c, err in items if err is None]
             for i, _, err in items:
-                if err is not None and i not in failed:
-                    failed.add(i)
-                    skipped.append(Problem(str(paths[i]), err))
+                if err is not None:
+                    errors.setdefault(i, err)
             if not good:
                 continue
             index = [i for i, _ in good]
             batch = torch.from_numpy(np.concatenate([c for _, c in good]))
-            for m in model_ids:
-                probs[m, index] = classifiers[m].proba_from_clips(batch).cpu().numpy()
-    return probs
+            for group in encoders:
+                tokens = classifiers[group[0]].tokens_from_clips(batch)
+                for m in group:
+                    probs[m, index] = classifiers[m].proba_from_tokens(tokens).cpu().numpy()
+    return probs, errors
 
 
 def _rows(models: ModelSet, probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
@@ -170,7 +210,7 @@ def _ensemble(models: ModelSet, probs: np.ndarray, rows: np.ndarray,
     member_idx = [models.names.index(n) for n in models.members]
     if not method or len(member_idx) < 2:
         return None
-    ens_probs, pred = aggregate(method, probs[member_idx][:, rows], models.fitted)
+    ens_probs, pred = aggregate(method, probs[member_idx][:, rows], models.fitted, models.unfitted_reason)
     return f"ensemble:{method}", ens_probs, pred
 
 

@@ -174,9 +174,17 @@ class VideoClassifier(nn.Module):
     @torch.no_grad()
     def proba_from_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 clips (V·K, T, S, S, 3) → (V, C) probabilities."""
+        return self.proba_from_tokens(self.tokens_from_clips(clips))
+
+    @torch.no_grad()
+    def tokens_from_clips(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 clips (V·K, T, S, S, 3) → encoder tokens (V·K, N, D); heads on one encoder can share them."""
         self.eval()
-        device = next(self.encoder.parameters()).device
-        tokens = encode_clips(self.encoder, clips, device)
+        return encode_clips(self.encoder, clips, next(self.encoder.parameters()).device)
+
+    @torch.no_grad()
+    def proba_from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.eval()
         logits = self.head.pooled(tokens.mean(1)) if uses_pooled_features(self.head_kind) else self.head(tokens)
         return clip_probabilities(logits, self.num_clips)
 

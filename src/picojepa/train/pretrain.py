@@ -262,8 +262,12 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     ctx = distributed.setup(cfg.train.device)
     try:
         with distributed.quiet_unless_main(ctx):
-            return _pretrain(cfg, data, Path(out), resume, progress and ctx.is_main, max_steps, cache_dir,
-                             monitor if ctx.is_main else None, ctx)
+            result = _pretrain(cfg, data, Path(out), resume, progress and ctx.is_main, max_steps, cache_dir,
+                               monitor if ctx.is_main else None, ctx)
+        # Rank 0 still writes the run's files after the last step; a rank that tore the group down meanwhile
+        # could abort in gloo's threads ("terminate called without an active exception").
+        distributed.barrier(ctx)
+        return result
     finally:
         distributed.teardown(ctx)
 
