@@ -30,7 +30,7 @@ from ..metrics import paired_bootstrap_gap
 from ..probe.classifier import ProbeConfig, file_sha256, head_probabilities, train_head
 from ..probe.features import Features, extract_features
 from ..probe.heads import HEAD_TYPES, uses_pooled_features
-from ..probe.monitor import ProbeMonitor, subsample_stratified
+from ..probe.monitor import MONITOR_VIDEOS, ProbeMonitor, subsample_stratified
 from ..progress import info
 from ..train import load_encoder, pretrain
 from ..train.checkpoint import ENCODER_FILE, read_run_config
@@ -302,7 +302,7 @@ def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int
 
 def _general_monitor(settings: ExperimentSettings, data: LabelledData, cfg: Config) -> ProbeMonitor | None:
     """The learning monitor for the General's pretraining, on the labelled *training* split only (at most
-    240 videos), so validation and test videos never enter it."""
+    MONITOR_VIDEOS videos), so validation and test videos never enter it."""
     from ..data.dataset import FrameStore
 
     train = data.split_idx["train"]
@@ -310,7 +310,7 @@ def _general_monitor(settings: ExperimentSettings, data: LabelledData, cfg: Conf
     present = np.bincount(labels)[np.unique(labels)]
     if len(present) < 2 or present.min() < 2:
         return None
-    keep = train[subsample_stratified(labels, 240, settings.seed)]
+    keep = train[subsample_stratified(labels, MONITOR_VIDEOS, settings.seed)]
     store = data.prepared.store
     subset = FrameStore([store.videos[i] for i in keep], store.settings, store.cache)
     return ProbeMonitor(subset, data.labels[keep], every=0, seed=settings.seed)
