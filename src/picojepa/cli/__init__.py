@@ -350,9 +350,10 @@ def experiment(
     "one long video is decoded once and every window of --window-seconds, every --hop-seconds, is predicted "
     "(OUT: .csv or .jsonl, with times). --runtime onnx runs a folder written by picojepa export."))
 def predict(
-    models: Annotated[list[Path], typer.Option("--models", "-m", help="Classifier folders or an experiment "
-                                               "folder (--runtime onnx: an export folder); repeat the option, or "
-                                               "list several after one --models.")],
+    models: Annotated[list[Path], typer.Option("--models", "-m", help="Classifier folders or experiment "
+                                               "folders (--runtime onnx: an export folder); repeat the option, or "
+                                               "list several after one --models. With several, every General "
+                                               "and Partial is a model and the Partials vote together.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write (--stream: .csv or .jsonl).")],
     videos: Annotated[Path | None, typer.Option("--videos", "-v", help="Videos: folder, class folders or "
                                                 "manifest.")] = None,
@@ -362,8 +363,8 @@ def predict(
     hop_seconds: Annotated[float | None, typer.Option("--hop-seconds", help="--stream: time between window "
                                                       "starts (default: the window length).")] = None,
     aggregate: Annotated[str | None, typer.Option(help=(
-        "vote, soft, weighted or stack (the last two need an experiment folder, whose weights were fitted on "
-        "validation); default vote, or the exported one with --runtime onnx."))] = None,
+        "vote, soft, weighted or stack (the last two need one experiment folder, alone, whose weights were "
+        "fitted on its validation split); default vote, or the exported one with --runtime onnx."))] = None,
     runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on an export folder).")] = "torch",
     int8: Annotated[bool, typer.Option("--int8", help="--runtime onnx: run the int8 graphs.")] = False,
     batch_size: Annotated[int, typer.Option(help="Videos per batch.")] = 8,
