@@ -118,3 +118,29 @@ def test_clips_seen_counts_what_was_trained_on_not_steps_times_batch(video_folde
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
     assert result.steps == 6 and result.clips_seen == meta["clips_seen"] == 6 * 4 - 2
     assert [Path(s["path"]) for s in json.loads((tmp_path / "run" / "skipped.json").read_text())] == [victim]
+
+
+class _KernelRecorder:
+    """A monitor that records whether deterministic kernels are on while the loop runs."""
+
+    every = 1
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def __call__(self, step: int, online, ema) -> dict[str, float]:
+        self.seen.append(torch.are_deterministic_algorithms_enabled())
+        return {}
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_cpu_runs_use_deterministic_kernels_and_restore_the_callers_setting(video_folder, tmp_path, cache_dir,
+                                                                             deterministic):
+    # Without them, two same-seed runs of the demo drifted apart by float rounding after ~30 steps.
+    assert not torch.are_deterministic_algorithms_enabled()
+    recorder = _KernelRecorder()
+    cfg = load_config("tiny", overrides=["data.num_workers=0", "train.epochs=1", "train.batch_size=4",
+                                         f"train.deterministic={str(deterministic).lower()}"])
+    pretrain(cfg, video_folder, tmp_path / "run", progress=False, cache_dir=cache_dir, monitor=recorder)
+    assert recorder.seen and set(recorder.seen) == {deterministic}
+    assert not torch.are_deterministic_algorithms_enabled()

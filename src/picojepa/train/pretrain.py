@@ -261,7 +261,7 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     """
     ctx = distributed.setup(cfg.train.device)
     try:
-        with distributed.quiet_unless_main(ctx):
+        with distributed.quiet_unless_main(ctx), deterministic_kernels(cfg.train.deterministic, ctx.device):
             result = _pretrain(cfg, data, Path(out), resume, progress and ctx.is_main, max_steps, cache_dir,
                                monitor if ctx.is_main else None, ctx)
         # Rank 0 still writes the run's files after the last step; a rank that tore the group down meanwhile
@@ -270,6 +270,21 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
         return result
     finally:
         distributed.teardown(ctx)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool, device: torch.device) -> Iterator[None]:
+    """torch's deterministic kernels for the duration of a CPU run, the caller's setting restored after."""
+    if not enabled or device.type != "cpu":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
 def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool, progress: bool,
