@@ -2,12 +2,7 @@
 # One prepared GPU session: pretraining step speed (ablations, compile, CUDA graphs), data paths and a
 # profile. Results land in $OUT (or ./bench-out). Usage: bash bench/gpu.sh
 set -u
-OUT=${OUT:-bench-out}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
-$PY -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/device.txt"
+. "$(dirname "$0")/gpu_session.sh"
 B=${B:-256}
 run() { echo "+ $*"; timeout "${T:-150}" "$@" 2>"$OUT/last-stderr.txt" | tee -a "$OUT/pretrain.jsonl"; tail -3 "$OUT/last-stderr.txt"; }
 run $PY bench/pretrain.py --preset pico --device cuda --batch-size "$B" --ablate --warmup 3 --steps 10 --repeats 3

@@ -3,12 +3,8 @@
 # 12-class x 1,000-video pool. Results land in $OUT (or ./bench-out).
 # Usage: bash bench/gpu_recipe.sh
 set -u
-OUT=${OUT:-bench-out}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
-$PY -c "import torch, yaml, safetensors, sklearn, rich; print('torch', torch.__version__)" 2>&1 | tee -a "$OUT/device.txt"
+. "$(dirname "$0")/gpu_session.sh"
+$PY -c "import yaml, safetensors, sklearn, rich" 2>&1 | tee -a "$OUT/device.txt"  # the image has them
 best() {  # the N recipes with the largest mean attentive-probe gain over random init
   $PY -c "
 import json, sys

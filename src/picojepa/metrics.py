@@ -123,11 +123,7 @@ def confidence_per_class(y: ArrayLike, probs: ArrayLike) -> np.ndarray:
     num_classes = probs.shape[1]
     y = check_labels(y, num_classes)
     _check_same_length(labels=y, probabilities=probs)
-    top = probs.max(axis=1)
-    support = np.bincount(y, minlength=num_classes)
-    sums = np.bincount(y, weights=top, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, sums / np.maximum(support, 1), np.nan)
+    return _mean_per_class(y, probs.max(axis=1), num_classes)
 
 
 def _mean_per_class(y: np.ndarray, values: np.ndarray, num_classes: int) -> np.ndarray:

@@ -35,7 +35,8 @@ def experiment_figures(out: Path, report: dict[str, Any], encoder_dirs: dict[str
             "Partial and each aggregation, with the chance level; below, the pretraining gain and each "
             "aggregation's gap to General with paired-bootstrap 95 % CIs.", "accuracy.png",
             lambda p: viz.accuracy_bars(report, p))
-    attempt("Mean confidence (top softmax probability; for the vote, the winning share of votes) per class.",
+    attempt("Mean confidence per class: the probability a model gives the class it predicts; for the vote, the "
+            "members' mean probability of the voted class.",
             "confidence.png", lambda p: viz.confidence_bars(report, p))
     attempt("Confusion matrices on the test split (rows: true class, normalised).", "confusions.png",
             lambda p: viz.confusion_matrices_from_arrays(y_test, test_preds, class_names, p))

@@ -126,7 +126,7 @@ def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate
         aggregate(aggregate_method, np.zeros((1, 1, len(class_names))), models.fitted,
                   models.unfitted_reason)  # raises the clear error
     videos = load_videos(videos_path)
-    check = check_videos(videos, progress=progress)  # openable at all; too short is decided per model below
+    check = check_videos(videos, progress=progress)  # does each video open; decoding is judged per model below
     skipped = list(check.problems)
     usable = VideoSet(check.usable, videos.class_names, videos.source)
     t0 = time.perf_counter()
@@ -144,9 +144,10 @@ def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate
 
 def _decoded_by_every_model(probs: np.ndarray, videos: VideoSet, names: list[str], errors: dict[int, str],
                             skipped: list[Problem]) -> np.ndarray:
-    """Videos with probabilities from every model. One that failed for some models only (too short for a
-    member's frame count or stride, say) is skipped for all and reported with those models, so every row
-    of the CSV, the ensemble's included, covers the same videos."""
+    """Videos with probabilities from every model. One that failed to decode under some models' sampling
+    settings only (another size, stride or frame rate reaching a broken part of the file, say) is skipped
+    for all and reported with those models, so every row of the CSV, the ensemble's included, covers the
+    same videos."""
     ok = ~np.isnan(probs).any(axis=(0, 2))
     for v in np.flatnonzero(~ok):
         item = videos.items[v]

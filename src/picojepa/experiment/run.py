@@ -316,22 +316,28 @@ def _general_monitor(settings: ExperimentSettings, data: LabelledData, cfg: Conf
     return ProbeMonitor(subset, data.labels[keep], every=0, seed=settings.seed)
 
 
+def _general_vs_random(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData, head: str,
+                       train: np.ndarray, val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """The same head trained on the General's and the random-init encoder's features: the test accuracy of
+    each and the paired-bootstrap gain."""
+    y = data.labels[test]
+    preds = {}
+    for name in ("general", RANDOM_INIT):
+        probe = ProbeConfig(head=head, epochs=settings.probe_epochs, num_clips=settings.num_clips, seed=settings.seed)
+        trained = train_head(features[name], data.labels, train, val, len(data.class_names), probe)
+        preds[name] = head_probabilities(trained.head, features[name], test, head, settings.num_clips).argmax(1)
+    gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
+                                seed=settings.seed)
+    return {"general": float((preds["general"] == y).mean()), "random_init": float((preds[RANDOM_INIT] == y).mean()),
+            "gain": gain}
+
+
 def _other_head_check(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData,
                       val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """General and random-init encoders under the other head family (attentive ↔ linear), so the choice of
-    head cannot hide a loss: test accuracy of each and the paired-bootstrap gain."""
+    head cannot hide a loss."""
     other = "linear" if settings.head != "linear" else "attentive"
-    preds = {}
-    for name in ("general", RANDOM_INIT):
-        probe = ProbeConfig(head=other, epochs=settings.probe_epochs, num_clips=settings.num_clips,
-                            seed=settings.seed)
-        trained = train_head(features[name], data.labels, data.split_idx["train"], val, len(data.class_names), probe)
-        preds[name] = head_probabilities(trained.head, features[name], test, other, settings.num_clips).argmax(1)
-    y = data.labels[test]
-    gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
-                                seed=settings.seed)
-    return {"head": other, "general": float((preds["general"] == y).mean()),
-            "random_init": float((preds[RANDOM_INIT] == y).mean()), "gain": gain}
+    return {"head": other, **_general_vs_random(settings, features, data, other, data.split_idx["train"], val, test)}
 
 
 def low_shot_subset(train: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -346,20 +352,10 @@ def _low_shot_table(settings: ExperimentSettings, features: dict[str, Features],
     """General vs random init with only k labelled training videos per class (V-JEPA's low-shot frozen
     evaluation): the same head, validation and test splits; only the head's training set shrinks."""
     rows = []
-    y = data.labels[test]
     for k in sorted(set(settings.low_shot)):
         train = low_shot_subset(data.split_idx["train"], data.labels, k, settings.seed)
-        preds = {}
-        for name in ("general", RANDOM_INIT):
-            probe = ProbeConfig(head=settings.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
-                                seed=settings.seed)
-            trained = train_head(features[name], data.labels, train, val, len(data.class_names), probe)
-            probs = head_probabilities(trained.head, features[name], test, settings.head, settings.num_clips)
-            preds[name] = probs.argmax(1)
-        gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
-                                    seed=settings.seed)
-        rows.append({"per_class": k, "train_videos": len(train), "general": float((preds["general"] == y).mean()),
-                     "random_init": float((preds[RANDOM_INIT] == y).mean()), "gain": gain})
+        rows.append({"per_class": k, "train_videos": len(train),
+                     **_general_vs_random(settings, features, data, settings.head, train, val, test)})
     return rows
 
 

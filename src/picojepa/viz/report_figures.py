@@ -189,7 +189,8 @@ def _confidence_figure(report: Mapping[str, Any]):
     ax = fig.subplots()
     _bars(ax, report, "confidence", "mean")
     ax.set_ylabel("mean confidence (%)")
-    ax.set_title("Mean confidence per true class (top probability, right or wrong; vote: share of votes)")
+    ax.set_title("Mean confidence per true class (probability of the predicted class, right or wrong; "
+                 "vote: members' mean probability of the voted class)")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False)
     return fig
 
