@@ -48,6 +48,9 @@ RECIPES: dict[str, list[str]] = {
                                   "train.reg_weight=0.5", "train.reg_on=local"],  # LeJEPA-like: no EMA teacher
     "patch8+vicreg-local-1": ["model.patch_size=8", "train.regularizer=vicreg", "train.reg_weight=1.0",
                               "train.reg_on=local"],
+    "clip-target+vicreg-local-1": ["train.target_norm=clip", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                   "train.reg_on=local"],
+    "clip-target": ["train.target_norm=clip", "train.regularizer=none"],
     "vicreg-tokens-1": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=tokens"],
     "no-ema-cap": ["train.ema_max_init_fraction=1.0"],  # the old behaviour: EMA mostly init after short runs
     "lr2e-4": ["train.lr=2e-4"],

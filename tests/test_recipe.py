@@ -144,3 +144,21 @@ def test_monitor_step_zero_equals_a_separately_computed_random_init_probe(video_
         readings[0]["heldout_std_ema"])
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
     assert meta["monitor"]["first_step"] == 0 and meta["ema_init_fraction"] < 0.01
+
+
+def test_clip_targets_drop_what_a_clip_shares_and_keep_unit_scale():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 16, 8, generator=gen)
+    shared = torch.randn(3, 1, 8, generator=gen) * 5  # e.g. a plain background, the same in every token
+    from picojepa.models.jepa import normalise_targets
+
+    layer = normalise_targets(feats + shared, "layer")
+    clip = normalise_targets(feats + shared, "clip")
+    assert torch.allclose(layer.mean(-1), torch.zeros(3, 16), atol=1e-5)  # V-JEPA's per-token layer norm
+    assert torch.allclose(clip.mean(1), torch.zeros(3, 8), atol=1e-5)  # no clip-wide component is left
+    assert torch.allclose(clip.pow(2).mean((1, 2)), torch.ones(3), atol=1e-4)
+    # A clip whose tokens are all alike leaves nothing to predict, rather than amplified noise.
+    flat = normalise_targets(shared.expand(3, 16, 8).clone(), "clip")
+    assert float(flat.abs().max()) < 1e-2
+    with pytest.raises(ValueError):
+        normalise_targets(feats, "batch")

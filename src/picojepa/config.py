@@ -92,6 +92,9 @@ class TrainConfig:
     # content (minus the position's mean only) or tokens (raw).
     reg_on: str = "local"
     sigreg_directions: int = 256
+    # Prediction targets: layer (V-JEPA: layer-normed target tokens) or clip (also minus the clip's mean
+    # token, unit RMS per clip).
+    target_norm: str = "layer"
     loss: str = "l1"  # l1 | smooth_l1 | l2
     seed: int = 0
     log_every: int = 10
@@ -258,6 +261,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"mask.future_slices must be in [0, {grid_t - 1}] for {grid_t} time slices")
     if cfg.train.regularizer not in ("none", "sigreg", "vicreg"):
         raise ConfigError(f"train.regularizer must be none, sigreg or vicreg, got {cfg.train.regularizer!r}")
+    if cfg.train.target_norm not in ("layer", "clip"):
+        raise ConfigError(f"train.target_norm must be layer or clip, got {cfg.train.target_norm!r}")
     if cfg.train.reg_on not in ("local", "content", "tokens"):
         raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:

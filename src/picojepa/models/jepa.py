@@ -30,8 +30,9 @@ class JEPA(nn.Module):
     gather_embeddings: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
-                 sigreg_directions: int = 256, reg_on: str = "local") -> None:
+                 sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer") -> None:
         super().__init__()
+        self.target_norm = target_norm
         self.cfg = cfg
         self.loss_name = loss
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
@@ -60,8 +61,7 @@ class JEPA(nn.Module):
         keeps = [keep] if isinstance(keep, torch.Tensor) else list(keep)
         targets_idx = [target] if isinstance(target, torch.Tensor) else list(target)
         with torch.no_grad():
-            feats = self.target_encoder(video)
-            feats = F.layer_norm(feats, feats.shape[-1:])
+            feats = normalise_targets(self.target_encoder(video), self.target_norm)
         losses, contexts, first_targets = [], [], None
         for k, t in zip(keeps, targets_idx, strict=True):
             targets = gather_tokens(feats, t)
@@ -95,6 +95,19 @@ class JEPA(nn.Module):
         else:
             for t, o in zip(tgt, online, strict=True):
                 t.lerp_(o, 1.0 - momentum)
+
+
+def normalise_targets(feats: torch.Tensor, kind: str = "layer") -> torch.Tensor:
+    """Target-encoder tokens (B, N, D) → prediction targets. ``layer``: V-JEPA's layer norm per token.
+    ``clip``: layer norm, then minus the clip's mean token, scaled to unit RMS per clip — what is the same
+    all over a clip (a plain background) costs nothing to predict, so the loss sits where things differ."""
+    feats = F.layer_norm(feats, feats.shape[-1:])
+    if kind == "layer":
+        return feats
+    if kind == "clip":
+        residual = feats - feats.mean(dim=1, keepdim=True)
+        return residual / residual.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-6).sqrt()
+    raise ValueError(f"unknown target normalisation {kind!r}")
 
 
 def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:

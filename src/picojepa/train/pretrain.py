@@ -125,7 +125,8 @@ class Trainer:
         self.cfg, self.device, self.total_steps = cfg, device, total_steps
         torch.manual_seed(cfg.train.seed)
         t = cfg.train
-        self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on).to(device)
+        self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on,
+                          t.target_norm).to(device)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
         self.schedules = Schedules(cfg, total_steps)
         self.masks = MaskSampler(self.model.encoder.grid, cfg.mask)
