@@ -28,7 +28,7 @@ from .run import ExperimentSettings, run_experiment
 # camera shake, occluders, sensor noise). In clean scenes a randomly initialised ViT, which keeps tubelet
 # pixels and positions, read by an attentive probe is as good as the pretrained encoder on kinds of motion;
 # the nuisances cost the pixel features more (docs/recipes.md). Over experiment seeds 0-2 the gain measured
-# +12.0, +3.4 and +9.8 pp here, against +9.2, +3.3 and +3.3 with the direction pairs of clean scenes.
+# +12.0, +3.4 and +9.8 pp here at LR 5e-4, against +9.2, +3.3 and +3.3 with the direction pairs of clean scenes.
 LABELLED_CLASSES = ("move_right", "rotate_cw", "approach", "oscillate")
 
 
