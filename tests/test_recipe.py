@@ -14,6 +14,7 @@ from picojepa.data.prepare import prepare_videos
 from picojepa.data.sources import load_videos
 from picojepa.masks import MaskSampler
 from picojepa.models import JEPA
+from picojepa.models.jepa import normalise_targets
 from picojepa.models.regularizers import epps_pulley, sigreg, vicreg
 from picojepa.probe.monitor import ProbeMonitor, knn_accuracy
 from picojepa.train.pretrain import Schedules, Trainer, initial_encoder, pretrain
@@ -150,8 +151,6 @@ def test_clip_targets_drop_what_a_clip_shares_and_keep_unit_scale():
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(3, 16, 8, generator=gen)
     shared = torch.randn(3, 1, 8, generator=gen) * 5  # e.g. a plain background, the same in every token
-    from picojepa.models.jepa import normalise_targets
-
     layer = normalise_targets(feats + shared, "layer")
     clip = normalise_targets(feats + shared, "clip")
     assert torch.allclose(layer.mean(-1), torch.zeros(3, 16), atol=1e-5)  # V-JEPA's per-token layer norm

@@ -93,7 +93,8 @@ class TrainConfig:
     reg_on: str = "local"
     sigreg_directions: int = 256
     # Prediction targets: layer (V-JEPA: layer-normed target tokens) or clip (also minus the clip's mean
-    # token, unit RMS per clip).
+    # token, unit RMS per clip). Measured (docs/recipes.md): clip is no better with VICReg local, and
+    # collapses without a regulariser.
     target_norm: str = "layer"
     loss: str = "l1"  # l1 | smooth_l1 | l2
     seed: int = 0

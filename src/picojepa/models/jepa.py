@@ -32,9 +32,8 @@ class JEPA(nn.Module):
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer") -> None:
         super().__init__()
-        self.target_norm = target_norm
         self.cfg = cfg
-        self.loss_name = loss
+        self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
         self.reg_on = reg_on
         self.encoder = VideoViT(cfg)
