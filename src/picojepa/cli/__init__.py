@@ -227,7 +227,10 @@ def probe(
     out: Annotated[Path, typer.Option("--out", "-o", help="Classifier folder to write.")],
     head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Annotated[int, typer.Option(help="Head training epochs (the best on validation is kept).")] = 60,
-    lr: Annotated[float, typer.Option(help="Head learning rate.")] = 1e-3,
+    lr: Annotated[float | None, typer.Option(help="Train one head at this learning rate (weight decay 0.05) "
+                                                  "instead of the default: heads at learning rates 3e-4 and 1e-3 × "
+                                                  "weight decays 0.05 and 0.5, averaged. Fine-tuning: default 1e-3.")
+                  ] = None,
     finetune: Annotated[bool, typer.Option("--finetune", help="Also train a copy of the encoder.")] = False,
     num_clips: Annotated[int, typer.Option(help="Evenly spaced clips per video at evaluation.")] = 4,
     splits: Annotated[Path | None, typer.Option(help="Reuse a splits.json (default: a new seeded split).")] = None,
@@ -246,7 +249,9 @@ def probe(
     from ..probe.classifier import ProbeConfig
     from ..probe.run import run_probe
 
-    cfg = ProbeConfig(head=head, epochs=epochs, lr=lr, num_clips=num_clips, finetune=finetune, seed=seed)
+    grid = {} if lr is None and not finetune else {"grid": ()}
+    cfg = ProbeConfig(head=head, epochs=epochs, lr=1e-3 if lr is None else lr, num_clips=num_clips,
+                      finetune=finetune, seed=seed, **grid)
     summary = run_probe(encoder, data, out, cfg, splits, device, cache_dir, progress=not quiet,
                         max_bad_fraction=max_bad_fraction, baseline=baseline)
     text = (f"classifier in {out}: validation accuracy {summary['val_accuracy']:.3f}, test accuracy "

@@ -30,9 +30,10 @@ from ..models import VideoViT
 from ..train.checkpoint import ENCODER_FILE, config_from_run, load_encoder, load_state_strict
 from ..utils import atomic_write, write_json
 from .features import Features, encode_clips, extract_features
-from .heads import HEAD_TYPES, LinearHead, make_head, uses_pooled_features
+from .heads import HEAD_TYPES, HeadEnsemble, LinearHead, make_head, uses_pooled_features
 
 CLASSIFIER_FILE = "classifier.safetensors"
+PROBE_GRID: tuple[tuple[float, float], ...] = ((3e-4, 0.05), (3e-4, 0.5), (1e-3, 0.05), (1e-3, 0.5))
 
 
 @dataclass
@@ -42,8 +43,13 @@ class ProbeConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
+    # Frozen evaluation trains one head per (lr, weight decay) of this grid, each with its own best epoch
+    # on validation, and averages their probabilities; empty: one head at (lr, weight_decay). A validation
+    # split of a few hundred videos cannot rank single heads — seeds and learning rates alone move a
+    # head's test accuracy by ±5 pp — and V-JEPA's evaluation sweeps the probe's hyper-parameters too.
+    grid: tuple[tuple[float, float], ...] = PROBE_GRID
     num_clips: int = 4  # evenly spaced clips per video at evaluation (probabilities averaged)
-    finetune: bool = False
+    finetune: bool = False  # fine-tuning trains one head at (lr, weight_decay)
     encoder_lr_scale: float = 0.1  # fine-tuning: encoder LR = lr × this
     seed: int = 0
 
@@ -52,14 +58,27 @@ class ProbeConfig:
             raise ConfigError(f"unknown head {self.head!r}; choose one of: {', '.join(HEAD_TYPES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.num_clips < 1:
             raise ConfigError("epochs, batch size and number of clips must be ≥ 1")
+        self.grid = tuple((float(lr), float(wd)) for lr, wd in self.grid)
+        if any(lr <= 0 or wd < 0 for lr, wd in (*self.grid, (self.lr, self.weight_decay))):
+            raise ConfigError("head learning rates must be > 0 and weight decays ≥ 0")
+
+    @property
+    def settings(self) -> tuple[tuple[float, float], ...]:
+        """The (lr, weight decay) of every head trained on frozen features."""
+        return self.grid or ((self.lr, self.weight_decay),)
 
 
 @dataclass
 class TrainedHead:
     head: nn.Module
-    best_epoch: int
+    best_epoch: int  # an ensemble's: its members' latest
     val_accuracy: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    member_epochs: list[int] = field(default_factory=list)  # an ensemble's members' best epochs
+
+    @property
+    def epochs_text(self) -> str:
+        return "/".join(map(str, self.member_epochs)) if self.member_epochs else str(self.best_epoch)
 
 
 class EpochSelector:
@@ -121,9 +140,27 @@ def head_probabilities(head: nn.Module, features: Features, index: np.ndarray, k
 
 def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
                num_classes: int, cfg: ProbeConfig, device: str | torch.device = "cpu") -> TrainedHead:
-    """Train a head on cached per-clip features; keep the epoch with the best validation accuracy
-    (ties: lower validation loss). The test split never enters this function. The returned head is on
-    the CPU, wherever it trained."""
+    """Train one head per (lr, weight decay) of ``cfg.settings`` on cached per-clip features, each keeping
+    the epoch with the best validation accuracy (ties: lower validation loss); several are returned as a
+    :class:`HeadEnsemble`. The test split never enters this function. The head is on the CPU, wherever it
+    trained."""
+    runs = [_train_one(features, labels, train_idx, val_idx, num_classes, cfg, lr, wd, device)
+            for lr, wd in cfg.settings]
+    if len(runs) == 1:
+        return runs[0]
+    head = HeadEnsemble([run.head for run in runs]).eval()
+    history = [{"lr": lr, "weight_decay": wd, "best_epoch": run.best_epoch, "val_accuracy": run.val_accuracy,
+                "epochs": run.history} for (lr, wd), run in zip(cfg.settings, runs, strict=True)]
+    accuracy = float("nan")
+    if len(val_idx):
+        probs = head_probabilities(head, features, val_idx, cfg.head, features.pooled.shape[1])
+        accuracy = float((probs.argmax(1) == labels[val_idx]).mean())
+    return TrainedHead(head, max(run.best_epoch for run in runs), accuracy, history, [run.best_epoch for run in runs])
+
+
+def _train_one(features: Features, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+               num_classes: int, cfg: ProbeConfig, lr: float, weight_decay: float,
+               device: str | torch.device) -> TrainedHead:
     torch.manual_seed(cfg.seed)
     device = torch.device(device)
     pooled = uses_pooled_features(cfg.head)
@@ -136,7 +173,7 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
         head.mean.copy_(pooled_train.mean(dim=0))
         head.std.copy_(pooled_train.std(dim=0).clamp_min(1e-6) if len(pooled_train) > 1 else torch.ones_like(head.std))
     head.to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-len(x_train) // cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -276,6 +313,7 @@ def save_classifier(out: Path, clf: VideoClassifier, encoder_dir: Path | None, p
         "kind": "picojepa-classifier", "encoder": encoder_ref, "encoder_embedded": encoder_ref is None
         or probe_cfg.finetune, "encoder_config": clf.cfg.to_dict(), "head": clf.head_kind,
         "class_names": clf.class_names, "num_clips": clf.num_clips, "probe": dataclasses.asdict(probe_cfg),
+        "head_members": len(clf.head.members) if isinstance(clf.head, HeadEnsemble) else 1,
         "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy, "history": trained.history, **meta,
     })
 
@@ -314,7 +352,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Vid
         if config_from_run(run_dir).model != encoder_cfg.model:
             raise CheckpointError(f"{path}: the encoder config in {run_dir} differs from the one recorded")
         encoder = load_encoder(run_dir)
-    head = make_head(meta["head"], encoder.embed_dim, len(meta["class_names"]))
+    head = make_head(meta["head"], encoder.embed_dim, len(meta["class_names"]), int(meta.get("head_members", 1)))
     load_state_strict(head, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
                       f"{path / CLASSIFIER_FILE} (head)")
     clf = VideoClassifier(encoder, head, meta["head"], list(meta["class_names"]), encoder_cfg, int(meta["num_clips"]))

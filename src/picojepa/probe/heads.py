@@ -53,15 +53,51 @@ class AttentiveHead(nn.Module):
         self.fc = nn.Linear(dim, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        kv = self.norm_in(tokens)
-        query = self.query.expand(tokens.shape[0], -1, -1)
-        attended, _ = self.attn(self.norm_q(query), kv, kv, need_weights=False)
-        x = query + attended
+        x = self.query[:, 0] + self.attend(self.norm_in(tokens))
         x = x + self.mlp(self.norm_mlp(x))
-        return self.fc(self.norm_out(x[:, 0]))
+        return self.fc(self.norm_out(x))
+
+    def attend(self, kv: torch.Tensor) -> torch.Tensor:
+        """``self.attn`` with the one learned query, (B, N, D) → (B, D), computed without projecting every
+        token. The query is the same for every clip, so its score against a token's key is a dot product
+        of the token with one folded vector per head (the key bias adds a constant the softmax ignores),
+        and the value projection commutes with the attention-weighted sum: ~5× faster to train, equal to
+        ``nn.MultiheadAttention`` up to float rounding (tested)."""
+        B, _, D = kv.shape
+        H = self.attn.num_heads
+        w_q, w_k, w_v = self.attn.in_proj_weight.view(3, H, D // H, D).unbind(0)
+        b_q, _, b_v = self.attn.in_proj_bias.view(3, H, D // H).unbind(0)
+        q = torch.einsum("hed,d->he", w_q, self.norm_q(self.query)[0, 0]) + b_q
+        folded = torch.einsum("he,hed->hd", q, w_k) * (D // H) ** -0.5
+        weights = torch.softmax(kv @ folded.T, dim=1)  # (B, N, H)
+        pooled = torch.einsum("bnh,bnd->bhd", weights, kv)
+        values = torch.einsum("bhd,hed->bhe", pooled, w_v) + b_v
+        return self.attn.out_proj(values.reshape(B, D))
 
 
-def make_head(kind: str, dim: int, num_classes: int) -> nn.Module:
+class HeadEnsemble(nn.Module):
+    """Heads of one kind trained with different hyper-parameters, averaged: returns the log of their mean
+    probabilities, so a softmax downstream gives the mean probabilities exactly."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @staticmethod
+    def _mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([x.float().softmax(dim=-1) for x in logits]).mean(dim=0).clamp_min(1e-12).log()
+
+    def pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self._mean_log_probs([m.pooled(pooled) for m in self.members])
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._mean_log_probs([m(tokens) for m in self.members])
+
+
+def make_head(kind: str, dim: int, num_classes: int, members: int = 1) -> nn.Module:
+    """A head of ``kind``; with ``members`` > 1, a :class:`HeadEnsemble` of that many."""
+    if members > 1:
+        return HeadEnsemble([make_head(kind, dim, num_classes) for _ in range(members)])
     if kind == "linear":
         return LinearHead(dim, num_classes)
     if kind == "mlp":

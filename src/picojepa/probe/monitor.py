@@ -99,7 +99,7 @@ class ProbeMonitor:
     def evaluate(self, encoder: VideoViT) -> dict[str, float]:
         """Probe accuracy, k-NN accuracy and held-out collapse diagnostics of one encoder."""
         feats = self.features(encoder)
-        probe = ProbeConfig(head=self.head, epochs=self.epochs, num_clips=self.num_clips, seed=self.seed)
+        probe = ProbeConfig(head=self.head, epochs=self.epochs, num_clips=self.num_clips, seed=self.seed, grid=())
         # No validation split: the last epoch is used, so nothing is selected on the scored videos.
         trained = train_head(feats, self.labels, self.train_idx, np.empty(0, dtype=int), self.num_classes, probe)
         probs = head_probabilities(trained.head, feats, self.test_idx, self.head, self.num_clips)

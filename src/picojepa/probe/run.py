@@ -138,16 +138,18 @@ def run_probe(encoder_dir: Path, data: Path, out: Path, probe: ProbeConfig, spli
     summary: dict[str, Any] = {
         "encoder": str(encoder_dir), "head": probe.head, "finetune": probe.finetune, "classes": labelled.class_names,
         "train": len(idx["train"]), "val": len(idx["val"]), "test": len(idx["test"]),
-        "skipped": len(labelled.skipped), "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy,
+        "skipped": len(labelled.skipped), "best_epoch": trained.best_epoch, "epochs_chosen": trained.epochs_text,
+        "heads": 1 if probe.finetune else len(probe.settings), "val_accuracy": trained.val_accuracy,
         "test_accuracy": test_acc, "chance": 1.0 / len(labelled.class_names)}
-    line = (f"head {probe.head}: best epoch {trained.best_epoch}, validation {trained.val_accuracy:.3f}, "
+    line = (f"head {probe.head}: best epoch {trained.epochs_text}, validation {trained.val_accuracy:.3f}, "
             f"test {test_acc:.3f}")
     if baseline and len(y_test):
         _, base_trained, base_probs = _train_and_score(initial_encoder(cfg).to(dev), labelled, idx, cfg, probe, dev,
                                                        progress, "random init")
         gain = paired_bootstrap_gap(y_test, test_pred, base_probs.argmax(1), seed=probe.seed)
         summary.update(random_init_test_accuracy=float((base_probs.argmax(1) == y_test).mean()),
-                       random_init_best_epoch=base_trained.best_epoch, pretraining_gain=gain)
+                       random_init_best_epoch=base_trained.best_epoch,
+                       random_init_epochs_chosen=base_trained.epochs_text, pretraining_gain=gain)
         low, high = gain["ci95"]
         line += (f"; random-init encoder {summary['random_init_test_accuracy']:.3f} → pretraining gain "
                  f"{100 * gain['mean']:+.1f} pp [95 % CI {100 * low:+.1f}, {100 * high:+.1f}]")
@@ -164,12 +166,20 @@ def _markdown(summary: dict[str, Any]) -> str:
              f"{len(summary['classes'])} classes (chance {100 * summary['chance']:.1f} %); videos: train "
              f"{summary['train']}, validation {summary['val']}, test {summary['test']}, skipped {summary['skipped']} "
              "(see skipped.json).", "",
+             *_heads_sentence(summary),
              "| encoder | test accuracy (%) | epoch chosen on validation |", "| :--- | ---: | ---: |",
-             f"| pretrained | {100 * summary['test_accuracy']:.1f} | {summary['best_epoch']} |"]
+             f"| pretrained | {100 * summary['test_accuracy']:.1f} | {summary['epochs_chosen']} |"]
     if "pretraining_gain" in summary:
         gain = summary["pretraining_gain"]
         lines.append(f"| random init (same architecture and seed) | {100 * summary['random_init_test_accuracy']:.1f} "
-                     f"| {summary['random_init_best_epoch']} |")
+                     f"| {summary['random_init_epochs_chosen']} |")
         lines += ["", f"Pretraining gain: {100 * gain['mean']:+.1f} pp, paired bootstrap 95 % CI "
                       f"[{100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}] over the test videos."]
     return "\n".join(lines) + "\n"
+
+
+def _heads_sentence(summary: dict[str, Any]) -> list[str]:
+    if summary["heads"] == 1:
+        return []
+    return [f"The head is the mean of {summary['heads']} heads trained with learning rates × weight decays of a "
+            "grid, each at its own epoch chosen on validation (epochs listed in that order).", ""]

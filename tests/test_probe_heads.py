@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from picojepa.errors import ConfigError
+from picojepa.probe.classifier import ProbeConfig, head_probabilities, train_head
+from picojepa.probe.features import Features
+from picojepa.probe.heads import AttentiveHead, HeadEnsemble, make_head
+
+
+def _reference_attentive(head: AttentiveHead, tokens: torch.Tensor) -> torch.Tensor:
+    """The head as V-JEPA writes it: nn.MultiheadAttention projecting every token."""
+    kv = head.norm_in(tokens)
+    query = head.query.expand(tokens.shape[0], -1, -1)
+    attended, _ = head.attn(head.norm_q(query), kv, kv, need_weights=False)
+    x = query + attended
+    x = x + head.mlp(head.norm_mlp(x))
+    return head.fc(head.norm_out(x[:, 0]))
+
+
+def test_attentive_head_equals_multihead_attention_in_values_and_gradients():
+    torch.manual_seed(0)
+    head = AttentiveHead(48, 5)
+    with torch.no_grad():  # move every parameter off its init, biases included, so none of them is skipped
+        for p in head.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    tokens = torch.randn(6, 20, 48)
+    ours, ref = head(tokens), _reference_attentive(head, tokens)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    grads = []
+    for out in (ours, ref):
+        head.zero_grad()
+        (out * torch.arange(5.0)).sum().backward(retain_graph=True)
+        grads.append({n: p.grad.clone() for n, p in head.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_head_ensemble_gives_the_mean_of_its_members_probabilities():
+    torch.manual_seed(0)
+    members = [make_head("attentive", 16, 3) for _ in range(3)]
+    ensemble = HeadEnsemble(members)
+    tokens = torch.randn(4, 8, 16)
+    expected = torch.stack([m(tokens).softmax(-1) for m in members]).mean(0)
+    torch.testing.assert_close(ensemble(tokens).softmax(-1), expected)
+
+
+def _separable_features(n_per_class: int = 12, clips: int = 2, tokens: int = 6, dim: int = 16):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), n_per_class)
+    x = rng.normal(size=(len(labels), clips, tokens, dim)).astype(np.float32)
+    x[:, :, 0, :3] += 3 * np.eye(3, dtype=np.float32)[labels][:, None]  # the class sits in one token
+    feats = Features(x.mean(axis=2), x, np.ones(len(labels), dtype=bool))
+    order = rng.permutation(len(labels))
+    return feats, labels, order[:18], order[18:27], order[27:]
+
+
+def test_grid_trains_one_head_per_setting_each_with_its_own_epoch():
+    feats, labels, tr, va, te = _separable_features()
+    grid = ((3e-4, 0.05), (3e-3, 0.5))
+    cfg = ProbeConfig(head="attentive", epochs=6, num_clips=2, grid=grid)
+    trained = train_head(feats, labels, tr, va, 3, cfg)
+    assert isinstance(trained.head, HeadEnsemble) and len(trained.head.members) == 2
+    assert [(h["lr"], h["weight_decay"]) for h in trained.history] == list(grid)
+    assert trained.member_epochs == [h["best_epoch"] for h in trained.history]
+    # each member is what a single head at its setting gives
+    for (lr, wd), member in zip(grid, trained.head.members, strict=True):
+        single = train_head(feats, labels, tr, va, 3, ProbeConfig(head="attentive", epochs=6, num_clips=2, lr=lr,
+                                                                 weight_decay=wd, grid=()))
+        for a, b in zip(member.state_dict().values(), single.head.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b)
+    probs = head_probabilities(trained.head, feats, te, "attentive", 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_linear_heads_form_an_ensemble_too():
+    feats, labels, tr, va, te = _separable_features()
+    trained = train_head(feats, labels, tr, va, 3, ProbeConfig(head="linear", epochs=30, num_clips=2))
+    assert len(trained.head.members) == len(ProbeConfig().grid)
+    assert (head_probabilities(trained.head, feats, te, "linear", 2).argmax(1) == labels[te]).mean() > 0.5
+
+
+def test_grid_rejects_bad_values():
+    with pytest.raises(ConfigError):
+        ProbeConfig(grid=((0.0, 0.05),))
+    with pytest.raises(ConfigError):
+        ProbeConfig(grid=((1e-3, -1.0),))
