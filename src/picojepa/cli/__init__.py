@@ -281,6 +281,9 @@ def experiment(
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     probe_epochs: Annotated[int, typer.Option(help="Head training epochs.")] = 60,
+    probe_grid: Annotated[bool, typer.Option("--probe-grid/--single-head", help=(
+        "Each head is the mean of heads at learning rates 3e-4 and 1e-3 × weight decays 0.05 and 0.5, each at "
+        "its own epoch chosen on validation (default), or one head at 1e-3 and 0.05."))] = True,
     num_clips: Annotated[int, typer.Option(help="Evenly spaced clips per video at evaluation.")] = 4,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples for the CIs (≥ 2000).")] = 2000,
     low_shot: Annotated[str, typer.Option(help="Comma-separated labelled videos per class for a low-shot table "
@@ -331,7 +334,7 @@ def experiment(
         data=str(data), pretrain_data=str(pretrain_data) if pretrain_data else None, preset=preset,
         config=str(config) if config else None, overrides=extra, members=members, mode=mode,
         heterogeneous=heterogeneous, seed=seed, device=device, head=head, probe_epochs=probe_epochs,
-        num_clips=num_clips, bootstrap=bootstrap, allow_eval_in_pretrain=allow_eval_in_pretrain,
+        probe_grid=probe_grid, num_clips=num_clips, bootstrap=bootstrap, allow_eval_in_pretrain=allow_eval_in_pretrain,
         low_shot=_counts(low_shot, "--low-shot"))
     with make_backend(backend, address=ray_address, cpus_per_member=cpus_per_member,
                       gpus_per_member=gpus_per_member, progress=not quiet) as jobs:

@@ -27,7 +27,7 @@ from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_v
 from ..ensemble.report import RANDOM_INIT, ReportInputs, build_report, format_terminal_tables, write_report
 from ..errors import ConfigError, DataError, PicoJepaError
 from ..metrics import paired_bootstrap_gap
-from ..probe.classifier import ProbeConfig, file_sha256, head_probabilities, train_head
+from ..probe.classifier import PROBE_GRID, ProbeConfig, file_sha256, head_probabilities, train_head
 from ..probe.features import Features, extract_features
 from ..probe.heads import HEAD_TYPES, uses_pooled_features
 from ..probe.monitor import MONITOR_VIDEOS, ProbeMonitor, subsample_stratified
@@ -57,6 +57,7 @@ class ExperimentSettings:
     device: str = "auto"
     head: str = "attentive"
     probe_epochs: int = 60
+    probe_grid: bool = True  # heads averaged over a learning-rate × weight-decay grid (ProbeConfig.grid); else one
     num_clips: int = 4
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     bootstrap: int = 2000
@@ -316,6 +317,10 @@ def _general_monitor(settings: ExperimentSettings, data: LabelledData, cfg: Conf
     return ProbeMonitor(subset, data.labels[keep], every=0, seed=settings.seed)
 
 
+def probe_grid(settings: ExperimentSettings) -> tuple[tuple[float, float], ...]:
+    return PROBE_GRID if settings.probe_grid else ()
+
+
 def _general_vs_random(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData, head: str,
                        train: np.ndarray, val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """The same head trained on the General's and the random-init encoder's features: the test accuracy of
@@ -323,7 +328,8 @@ def _general_vs_random(settings: ExperimentSettings, features: dict[str, Feature
     y = data.labels[test]
     preds = {}
     for name in ("general", RANDOM_INIT):
-        probe = ProbeConfig(head=head, epochs=settings.probe_epochs, num_clips=settings.num_clips, seed=settings.seed)
+        probe = ProbeConfig(head=head, epochs=settings.probe_epochs, num_clips=settings.num_clips, seed=settings.seed,
+                            grid=probe_grid(settings))
         trained = train_head(features[name], data.labels, train, val, len(data.class_names), probe)
         preds[name] = head_probabilities(trained.head, features[name], test, head, settings.num_clips).argmax(1)
     gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
@@ -454,7 +460,10 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         fitted[method] = _fitted_params(ens)
     best = partials[best_single_member(p_val, y_val)]
     fitting = {
-        "head_epochs": f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch",
+        "head_epochs": f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch"
+                       + (f"; every head is the mean of {len(PROBE_GRID)} heads at (learning rate, weight decay) "
+                          f"{', '.join(f'({lr:g}, {wd:g})' for lr, wd in PROBE_GRID)}, each at its own best epoch"
+                          if settings.probe_grid else ""),
         "weights_stacker_best_single": f"validation half B ({len(data.val_fit)} videos), which no head selected "
                                        "on",
         "test": f"test split ({len(test)} videos): scored once, never fitted on"}

@@ -440,7 +440,7 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
     metrics = open(out / "metrics.jsonl", "a") if ctx.is_main else None  # noqa: SIM115
     try:
         with bar if progress else contextlib.nullcontext():
-            monitor_every = (monitor.every or max(1, total_steps // 5)) if monitor is not None else 0
+            monitor_every = (monitor.every or max(1, -(-total_steps // 5))) if monitor is not None else 0
             if monitor is not None and start_step == 0:
                 bar.update(task, status="learning monitor: random init")
                 _run_monitor(monitor, trainer, 0, metrics)
