@@ -16,6 +16,7 @@ loss, so every rank takes the same optimizer step and the EMA target stays ident
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import inspect
 import os
@@ -91,7 +92,12 @@ def _context(device: torch.device, owned: bool) -> DistContext:
 
 def teardown(ctx: DistContext) -> None:
     if ctx.owned and dist.is_initialized():
+        # Objects in reference cycles (a model wrapped for data parallelism, its reducer's pending work) are
+        # freed here, while the group and the interpreter are alive: freed at interpreter exit instead, gloo's
+        # threads can abort the process ("terminate called without an active exception", seen under load).
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 @contextlib.contextmanager
