@@ -61,7 +61,8 @@ class AttentiveHead(nn.Module):
         """``self.attn`` with the one learned query, (B, N, D) → (B, D), computed without projecting every
         token. The query is the same for every clip, so its score against a token's key is a dot product
         of the token with one folded vector per head (the key bias adds a constant the softmax ignores),
-        and the value projection commutes with the attention-weighted sum: ~5× faster to train, equal to
+        and the value projection commutes with the attention-weighted sum: 3.5× faster per training step
+        (bench/probe_head.py), equal to
         ``nn.MultiheadAttention`` up to float rounding (tested)."""
         B, _, D = kv.shape
         H = self.attn.num_heads
