@@ -19,7 +19,8 @@ from picojepa.errors import CheckpointError, ConfigError, DataError, PicoJepaErr
 from picojepa.experiment import predict as predict_module
 from picojepa.experiment.predict import encoder_groups, predict
 from picojepa.experiment.run import ExperimentSettings, run_experiment
-from picojepa.probe.classifier import VideoClassifier, load_classifier
+from picojepa.probe.classifier import PROBE_GRID, VideoClassifier, load_classifier
+from picojepa.probe.heads import AttentiveHead
 
 CLASSES = ["move_left", "move_right", "rotate_cw", "rotate_ccw"]
 FAST = ["data.num_workers=0", "train.epochs=1", "train.batch_size=8"]
@@ -282,8 +283,19 @@ def test_probe_command_and_classifier_loading(shared_run, labelled, tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((clf_dir / "config.json").read_text())
     assert meta["head"] == "attentive" and meta["class_names"] and 1 <= meta["best_epoch"] <= 3
+    # the default head: one per (lr, weight decay) of the grid, saved and loaded as one averaged head
+    assert meta["head_members"] == len(PROBE_GRID) == len(meta["history"])
+    assert [(h["lr"], h["weight_decay"]) for h in meta["history"]] == list(PROBE_GRID)
     clf = load_classifier(clf_dir)
-    assert clf.class_names == meta["class_names"]
+    assert clf.class_names == meta["class_names"] and len(clf.head.members) == len(PROBE_GRID)
+    single = tmp_path / "single"
+    result = CliRunner().invoke(app, ["probe", "--encoder", str(encoder_dir), "--data", str(labelled), "--out",
+                                      str(single), "--epochs", "2", "--lr", "3e-3", "--no-baseline", "--quiet",
+                                      "--cache-dir", str(out.parent / "cache")])
+    assert result.exit_code == 0, result.output
+    single_meta = json.loads((single / "config.json").read_text())
+    assert single_meta["head_members"] == 1 and single_meta["probe"]["lr"] == 3e-3 and not single_meta["probe"]["grid"]
+    assert isinstance(load_classifier(single).head, AttentiveHead)
     # A classifier refuses an encoder that changed after its head was trained.
     moved = tmp_path / "enc"
     shutil.copytree(encoder_dir, moved)
