@@ -18,15 +18,6 @@ from picojepa.probe.classifier import PROBE_GRID
 from picojepa.probe.heads import AttentiveHead
 
 
-def reference_forward(head: AttentiveHead, tokens: torch.Tensor) -> torch.Tensor:
-    kv = head.norm_in(tokens)
-    query = head.query.expand(tokens.shape[0], -1, -1)
-    attended, _ = head.attn(head.norm_q(query), kv, kv, need_weights=False)
-    x = query + attended
-    x = x + head.mlp(head.norm_mlp(x))
-    return head.fc(head.norm_out(x[:, 0]))
-
-
 def step_ms(head: AttentiveHead, forward, tokens: torch.Tensor, labels: torch.Tensor, repeats: int) -> float:
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
     for i in range(repeats + 3):  # 3 warm-up steps
@@ -56,9 +47,9 @@ def main() -> None:
     tokens = torch.randn(args.batch_size, args.tokens, args.dim, device=dev)
     labels = torch.randint(0, 4, (args.batch_size,), device=dev)
     with torch.no_grad():
-        diff = (head(tokens) - reference_forward(head, tokens)).abs().max().item()
+        diff = (head(tokens) - head.forward_unfolded(tokens)).abs().max().item()
     folded = step_ms(head, AttentiveHead.forward, tokens, labels, args.repeats)
-    reference = step_ms(head, reference_forward, tokens, labels, args.repeats)
+    reference = step_ms(head, AttentiveHead.forward_unfolded, tokens, labels, args.repeats)
     steps = -(-args.clips // args.batch_size)
     row = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch_size, "tokens": args.tokens,
            "dim": args.dim, "max_abs_logit_difference": diff, "folded_ms_per_step": round(folded, 2),

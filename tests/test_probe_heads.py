@@ -1,21 +1,14 @@
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from picojepa.cli import PROBE_GRID_HELP
 from picojepa.errors import ConfigError
-from picojepa.probe.classifier import ProbeConfig, head_probabilities, train_head
+from picojepa.probe.classifier import PROBE_GRID, ProbeConfig, head_probabilities, train_head
 from picojepa.probe.features import Features
 from picojepa.probe.heads import AttentiveHead, HeadEnsemble, make_head
-
-
-def _reference_attentive(head: AttentiveHead, tokens: torch.Tensor) -> torch.Tensor:
-    """The head as V-JEPA writes it: nn.MultiheadAttention projecting every token."""
-    kv = head.norm_in(tokens)
-    query = head.query.expand(tokens.shape[0], -1, -1)
-    attended, _ = head.attn(head.norm_q(query), kv, kv, need_weights=False)
-    x = query + attended
-    x = x + head.mlp(head.norm_mlp(x))
-    return head.fc(head.norm_out(x[:, 0]))
 
 
 def test_attentive_head_equals_multihead_attention_in_values_and_gradients():
@@ -25,7 +18,7 @@ def test_attentive_head_equals_multihead_attention_in_values_and_gradients():
         for p in head.parameters():
             p.add_(0.3 * torch.randn_like(p))
     tokens = torch.randn(6, 20, 48)
-    ours, ref = head(tokens), _reference_attentive(head, tokens)
+    ours, ref = head(tokens), head.forward_unfolded(tokens)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
     grads = []
     for out in (ours, ref):
@@ -85,3 +78,12 @@ def test_grid_rejects_bad_values():
         ProbeConfig(grid=((0.0, 0.05),))
     with pytest.raises(ConfigError):
         ProbeConfig(grid=((1e-3, -1.0),))
+
+
+def test_the_cli_describes_the_grid_it_uses():
+    lrs = sorted({lr for lr, _ in PROBE_GRID})
+    wds = sorted({wd for _, wd in PROBE_GRID})
+    assert len(PROBE_GRID) == len(lrs) * len(wds)  # a full grid, as the words say
+    said_lrs, said_wds = PROBE_GRID_HELP.split(" × ")
+    assert [float(x) for x in re.findall(r"[\d.]+(?:e-?\d+)?", said_lrs)] == lrs
+    assert [float(x) for x in re.findall(r"[\d.]+(?:e-?\d+)?", said_wds)] == wds

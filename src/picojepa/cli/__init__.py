@@ -20,6 +20,9 @@ app.add_typer(data_app, name="data")
 
 HEAD_HELP = ("attentive (default; V-JEPA's frozen evaluation: a learned query cross-attends to all tokens), "
              "linear or mlp (on mean-pooled tokens).")
+# picojepa.probe.classifier.PROBE_GRID in words (the CLI module does not import torch for --help; a test
+# checks that the two agree).
+PROBE_GRID_HELP = "heads at learning rates 3e-4 and 1e-3 × weight decays 0.05 and 0.5"
 
 
 def _counts(text: str, option: str) -> tuple[int, ...]:
@@ -227,10 +230,9 @@ def probe(
     out: Annotated[Path, typer.Option("--out", "-o", help="Classifier folder to write.")],
     head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Annotated[int, typer.Option(help="Head training epochs (the best on validation is kept).")] = 60,
-    lr: Annotated[float | None, typer.Option(help="Train one head at this learning rate (weight decay 0.05) "
-                                                  "instead of the default: heads at learning rates 3e-4 and 1e-3 × "
-                                                  "weight decays 0.05 and 0.5, averaged. Fine-tuning: default 1e-3.")
-                  ] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Train one head at this learning rate (weight decay 0.05) "
+                                                  f"instead of the default: {PROBE_GRID_HELP}, averaged. "
+                                                  "Fine-tuning: default 1e-3.")] = None,
     finetune: Annotated[bool, typer.Option("--finetune", help="Also train a copy of the encoder.")] = False,
     num_clips: Annotated[int, typer.Option(help="Evenly spaced clips per video at evaluation.")] = 4,
     splits: Annotated[Path | None, typer.Option(help="Reuse a splits.json (default: a new seeded split).")] = None,
@@ -246,12 +248,11 @@ def probe(
     trains on the training split and the epoch is chosen by validation accuracy; the same head on the
     random-init encoder gives the pretraining gain (paired bootstrap CI). Unreadable videos are skipped and
     listed. Writes OUT/classifier.safetensors, config.json, probe.json, report.md, splits.json, skipped.json."""
-    from ..probe.classifier import ProbeConfig
+    from ..probe.classifier import PROBE_GRID, ProbeConfig
     from ..probe.run import run_probe
 
-    grid = {} if lr is None and not finetune else {"grid": ()}
     cfg = ProbeConfig(head=head, epochs=epochs, lr=1e-3 if lr is None else lr, num_clips=num_clips,
-                      finetune=finetune, seed=seed, **grid)
+                      finetune=finetune, seed=seed, grid=PROBE_GRID if lr is None and not finetune else ())
     summary = run_probe(encoder, data, out, cfg, splits, device, cache_dir, progress=not quiet,
                         max_bad_fraction=max_bad_fraction, baseline=baseline)
     text = (f"classifier in {out}: validation accuracy {summary['val_accuracy']:.3f}, test accuracy "
@@ -282,8 +283,8 @@ def experiment(
     batch_size: BatchSize = None,
     probe_epochs: Annotated[int, typer.Option(help="Head training epochs.")] = 60,
     probe_grid: Annotated[bool, typer.Option("--probe-grid/--single-head", help=(
-        "Each head is the mean of heads at learning rates 3e-4 and 1e-3 × weight decays 0.05 and 0.5, each at "
-        "its own epoch chosen on validation (default), or one head at 1e-3 and 0.05."))] = True,
+        f"Each head is the mean of {PROBE_GRID_HELP}, each at its own epoch chosen on validation (default), or "
+        "one head at learning rate 1e-3 and weight decay 0.05."))] = True,
     num_clips: Annotated[int, typer.Option(help="Evenly spaced clips per video at evaluation.")] = 4,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples for the CIs (≥ 2000).")] = 2000,
     low_shot: Annotated[str, typer.Option(help="Comma-separated labelled videos per class for a low-shot table "

@@ -65,6 +65,11 @@ class ExperimentSettings:
     monitor: bool = True  # learning monitor on the General's pretraining (its labelled training split only)
     low_shot: tuple[int, ...] = ()  # labelled videos per class for the low-shot table (General vs random init)
 
+    @property
+    def head_grid(self) -> tuple[tuple[float, float], ...]:
+        """``ProbeConfig.grid`` of every head this experiment trains."""
+        return PROBE_GRID if self.probe_grid else ()
+
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
@@ -317,10 +322,6 @@ def _general_monitor(settings: ExperimentSettings, data: LabelledData, cfg: Conf
     return ProbeMonitor(subset, data.labels[keep], every=0, seed=settings.seed)
 
 
-def probe_grid(settings: ExperimentSettings) -> tuple[tuple[float, float], ...]:
-    return PROBE_GRID if settings.probe_grid else ()
-
-
 def _general_vs_random(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData, head: str,
                        train: np.ndarray, val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """The same head trained on the General's and the random-init encoder's features: the test accuracy of
@@ -329,7 +330,7 @@ def _general_vs_random(settings: ExperimentSettings, features: dict[str, Feature
     preds = {}
     for name in ("general", RANDOM_INIT):
         probe = ProbeConfig(head=head, epochs=settings.probe_epochs, num_clips=settings.num_clips, seed=settings.seed,
-                            grid=probe_grid(settings))
+                            grid=settings.head_grid)
         trained = train_head(features[name], data.labels, train, val, len(data.class_names), probe)
         preds[name] = head_probabilities(trained.head, features[name], test, head, settings.num_clips).argmax(1)
     gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
@@ -461,9 +462,9 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     best = partials[best_single_member(p_val, y_val)]
     fitting = {
         "head_epochs": f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch"
-                       + (f"; every head is the mean of {len(PROBE_GRID)} heads at (learning rate, weight decay) "
-                          f"{', '.join(f'({lr:g}, {wd:g})' for lr, wd in PROBE_GRID)}, each at its own best epoch"
-                          if settings.probe_grid else ""),
+                       + (f"; every head is the mean of {len(settings.head_grid)} heads at (learning rate, weight "
+                          f"decay) {', '.join(f'({lr:g}, {wd:g})' for lr, wd in settings.head_grid)}, each at its "
+                          "own best epoch" if settings.head_grid else ""),
         "weights_stacker_best_single": f"validation half B ({len(data.val_fit)} videos), which no head selected "
                                        "on",
         "test": f"test split ({len(test)} videos): scored once, never fitted on"}

@@ -57,6 +57,16 @@ class AttentiveHead(nn.Module):
         x = x + self.mlp(self.norm_mlp(x))
         return self.fc(self.norm_out(x))
 
+    def forward_unfolded(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The same head as V-JEPA writes it, ``nn.MultiheadAttention`` projecting every token: the reference
+        that tests and ``bench/probe_head.py`` hold :meth:`forward` to."""
+        kv = self.norm_in(tokens)
+        query = self.query.expand(tokens.shape[0], -1, -1)
+        attended, _ = self.attn(self.norm_q(query), kv, kv, need_weights=False)
+        x = query + attended
+        x = x + self.mlp(self.norm_mlp(x))
+        return self.fc(self.norm_out(x[:, 0]))
+
     def attend(self, kv: torch.Tensor) -> torch.Tensor:
         """``self.attn`` with the one learned query, (B, N, D) → (B, D), computed without projecting every
         token. The query is the same for every clip, so its score against a token's key is a dot product
