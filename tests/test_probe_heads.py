@@ -6,7 +6,7 @@ import torch
 
 from picojepa.cli import PROBE_GRID_HELP
 from picojepa.errors import ConfigError
-from picojepa.probe.classifier import PROBE_GRID, ProbeConfig, head_probabilities, train_head
+from picojepa.probe.classifier import PROBE_GRID, ProbeConfig, head_probabilities, head_seed, train_head
 from picojepa.probe.features import Features
 from picojepa.probe.heads import AttentiveHead, HeadEnsemble, make_head
 
@@ -56,14 +56,32 @@ def test_grid_trains_one_head_per_setting_each_with_its_own_epoch():
     assert isinstance(trained.head, HeadEnsemble) and len(trained.head.members) == 2
     assert [(h["lr"], h["weight_decay"]) for h in trained.history] == list(grid)
     assert trained.member_epochs == [h["best_epoch"] for h in trained.history]
-    # each member is what a single head at its setting gives
-    for (lr, wd), member in zip(grid, trained.head.members, strict=True):
+    # each member is what a single head at its setting and seed gives; the first keeps the probe's seed
+    assert [h["seed"] for h in trained.history] == [0, head_seed(0, 1)]
+    for (lr, wd), member, h in zip(grid, trained.head.members, trained.history, strict=True):
         single = train_head(feats, labels, tr, va, 3, ProbeConfig(head="attentive", epochs=6, num_clips=2, lr=lr,
-                                                                 weight_decay=wd, grid=()))
+                                                                 weight_decay=wd, grid=(), seed=h["seed"]))
         for a, b in zip(member.state_dict().values(), single.head.state_dict().values(), strict=True):
             torch.testing.assert_close(a, b)
     probs = head_probabilities(trained.head, feats, te, "attentive", 2)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_heads_of_an_ensemble_never_share_an_initialisation():
+    feats, labels, tr, va, _ = _separable_features()
+    # the same setting twice, and every setting twice over with inits=2: no two members start alike
+    for cfg in (ProbeConfig(head="attentive", epochs=1, num_clips=2, grid=((1e-3, 0.05), (1e-3, 0.05))),
+                ProbeConfig(head="attentive", epochs=1, num_clips=2, grid=((1e-3, 0.05), (3e-4, 0.5)), inits=2)):
+        trained = train_head(feats, labels, tr, va, 3, cfg)
+        assert len(trained.head.members) == len(cfg.grid) * cfg.inits
+        assert [(h["lr"], h["weight_decay"]) for h in trained.history] == list(cfg.grid) * cfg.inits
+        assert len({h["seed"] for h in trained.history}) == len(trained.history)
+        weights = [m.query.detach().flatten() for m in trained.head.members]
+        for i in range(len(weights)):
+            for j in range(i):
+                assert not torch.allclose(weights[i], weights[j])
+    with pytest.raises(ConfigError):
+        ProbeConfig(inits=0)
 
 
 def test_linear_heads_form_an_ensemble_too():

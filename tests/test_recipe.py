@@ -79,6 +79,12 @@ def test_vicreg_penalises_low_variance_and_correlation():
     assert float(vicreg(correlated)) > 10
 
 
+def test_vicreg_variance_hinge_stops_at_its_target_std():
+    spread = 0.5 * torch.randn(4096, 16, generator=torch.Generator().manual_seed(0))
+    independent = spread / spread.std(dim=0)  # std exactly 1, so only the hinge differs below
+    assert float(vicreg(0.5 * independent, std_target=0.45)) < 0.01  # satisfied: only tiny covariances left
+    assert abs(float(vicreg(0.5 * independent, std_target=1.0)) - 0.5) < 0.02  # 0.5 short of the target
+
 def test_regulariser_gradient_reaches_the_context_encoder():
     cfg = preset("tiny")
     model = JEPA(cfg.model, regularizer="sigreg", reg_weight=1.0, sigreg_directions=32)

@@ -92,6 +92,7 @@ class TrainConfig:
     # content (minus the position's mean only) or tokens (raw).
     reg_on: str = "local"
     sigreg_directions: int = 256
+    vicreg_std: float = 1.0  # the variance hinge's target std per dimension (VICReg: 1)
     # Prediction targets: layer (V-JEPA: layer-normed target tokens) or clip (also minus the clip's mean
     # token, unit RMS per clip). Measured (docs/recipes.md): clip is no better with VICReg local, and
     # collapses without a regulariser.
@@ -266,6 +267,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.target_norm must be layer or clip, got {cfg.train.target_norm!r}")
     if cfg.train.reg_on not in ("local", "content", "tokens"):
         raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
+    if cfg.train.vicreg_std <= 0:
+        raise ConfigError(f"train.vicreg_std must be positive, got {cfg.train.vicreg_std}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:
         raise ConfigError("train.ema_max_init_fraction must be in (0, 1]")
     if cfg.train.schedule_stretch < 1.0:

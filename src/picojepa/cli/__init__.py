@@ -23,6 +23,8 @@ HEAD_HELP = ("attentive (default; V-JEPA's frozen evaluation: a learned query cr
 # picojepa.probe.classifier.PROBE_GRID in words (the CLI module does not import torch for --help; a test
 # checks that the two agree).
 PROBE_GRID_HELP = "heads at learning rates 3e-4 and 1e-3 × weight decays 0.05 and 0.5"
+INITS_HELP = ("Heads per (learning rate, weight decay), each from its own initialisation; all are averaged. "
+              "More lifts both encoders (a head's seed alone moves it by several points) at a linear cost.")
 
 
 def _counts(text: str, option: str) -> tuple[int, ...]:
@@ -233,6 +235,7 @@ def probe(
     lr: Annotated[float | None, typer.Option(help=f"Train one head at this learning rate (weight decay 0.05) "
                                                   f"instead of the default: {PROBE_GRID_HELP}, averaged. "
                                                   "Fine-tuning: default 1e-3.")] = None,
+    inits: Annotated[int, typer.Option(help=INITS_HELP)] = 1,
     finetune: Annotated[bool, typer.Option("--finetune", help="Also train a copy of the encoder.")] = False,
     num_clips: Annotated[int, typer.Option(help="Evenly spaced clips per video at evaluation.")] = 4,
     splits: Annotated[Path | None, typer.Option(help="Reuse a splits.json (default: a new seeded split).")] = None,
@@ -252,7 +255,8 @@ def probe(
     from ..probe.run import run_probe
 
     cfg = ProbeConfig(head=head, epochs=epochs, lr=1e-3 if lr is None else lr, num_clips=num_clips,
-                      finetune=finetune, seed=seed, grid=PROBE_GRID if lr is None and not finetune else ())
+                      finetune=finetune, seed=seed, grid=PROBE_GRID if lr is None and not finetune else (),
+                      inits=inits)
     summary = run_probe(encoder, data, out, cfg, splits, device, cache_dir, progress=not quiet,
                         max_bad_fraction=max_bad_fraction, baseline=baseline)
     text = (f"classifier in {out}: validation accuracy {summary['val_accuracy']:.3f}, test accuracy "
@@ -285,6 +289,7 @@ def experiment(
     probe_grid: Annotated[bool, typer.Option("--probe-grid/--single-head", help=(
         f"Each head is the mean of {PROBE_GRID_HELP}, each at its own epoch chosen on validation (default), or "
         "one head at learning rate 1e-3 and weight decay 0.05."))] = True,
+    probe_inits: Annotated[int, typer.Option(help=INITS_HELP)] = 1,
     num_clips: Annotated[int, typer.Option(help="Evenly spaced clips per video at evaluation.")] = 4,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples for the CIs (≥ 2000).")] = 2000,
     low_shot: Annotated[str, typer.Option(help="Comma-separated labelled videos per class for a low-shot table "
@@ -335,8 +340,8 @@ def experiment(
         data=str(data), pretrain_data=str(pretrain_data) if pretrain_data else None, preset=preset,
         config=str(config) if config else None, overrides=extra, members=members, mode=mode,
         heterogeneous=heterogeneous, seed=seed, device=device, head=head, probe_epochs=probe_epochs,
-        probe_grid=probe_grid, num_clips=num_clips, bootstrap=bootstrap, allow_eval_in_pretrain=allow_eval_in_pretrain,
-        low_shot=_counts(low_shot, "--low-shot"))
+        probe_grid=probe_grid, probe_inits=probe_inits, num_clips=num_clips, bootstrap=bootstrap,
+        allow_eval_in_pretrain=allow_eval_in_pretrain, low_shot=_counts(low_shot, "--low-shot"))
     with make_backend(backend, address=ray_address, cpus_per_member=cpus_per_member,
                       gpus_per_member=gpus_per_member, progress=not quiet) as jobs:
         if repeats > 1:

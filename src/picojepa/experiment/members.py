@@ -61,7 +61,7 @@ def member_job(member: Member, features: Features, data: LabelledData, settings:
     train_idx = train_idx_of(member, data)
     select, val, test = data.val_select, data.val_fit, data.split_idx["test"]
     probe = ProbeConfig(head=member.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
-                        seed=member.seed, grid=settings.head_grid)
+                        seed=member.seed, grid=settings.head_grid, inits=settings.probe_inits)
     record = out / "members" / f"{member.name}.npz"
     key = _key(encoder_dir, probe, data, train_idx)
     if (found := _load(record, key)) is not None and (out / "classifiers" / member.name / "config.json").is_file():

@@ -58,6 +58,7 @@ class ExperimentSettings:
     head: str = "attentive"
     probe_epochs: int = 60
     probe_grid: bool = True  # heads averaged over a learning-rate × weight-decay grid (ProbeConfig.grid); else one
+    probe_inits: int = 1  # heads per grid point, each from its own initialisation (ProbeConfig.inits)
     num_clips: int = 4
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     bootstrap: int = 2000
@@ -77,6 +78,8 @@ class ExperimentSettings:
             raise ConfigError("--members must be at least 2 (an ensemble of one is a single model)")
         if self.head not in HEAD_TYPES:
             raise ConfigError(f"--head must be one of {', '.join(HEAD_TYPES)}, got {self.head!r}")
+        if self.probe_inits < 1:
+            raise ConfigError(f"--probe-inits must be at least 1, got {self.probe_inits}")
         if self.bootstrap < 2000:
             raise ConfigError("--bootstrap must be at least 2000 resamples")
         if any(k < 1 for k in self.low_shot):
@@ -322,6 +325,17 @@ def _general_monitor(settings: ExperimentSettings, data: LabelledData, cfg: Conf
     return ProbeMonitor(subset, data.labels[keep], every=0, seed=settings.seed)
 
 
+def _ensemble_text(settings: ExperimentSettings) -> str:
+    grid, inits = settings.head_grid, settings.probe_inits
+    if not grid and inits == 1:
+        return ""
+    points = (f"(learning rate, weight decay) {', '.join(f'({lr:g}, {wd:g})' for lr, wd in grid)}" if grid
+              else "one (learning rate, weight decay)")
+    each = f"{inits} initialisations of each " if inits > 1 else ""
+    return (f"; every head is the mean of {max(len(grid), 1) * inits} heads, {each}{points}, each from its own "
+            "initialisation and at its own best epoch")
+
+
 def _general_vs_random(settings: ExperimentSettings, features: dict[str, Features], data: LabelledData, head: str,
                        train: np.ndarray, val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """The same head trained on the General's and the random-init encoder's features: the test accuracy of
@@ -330,7 +344,7 @@ def _general_vs_random(settings: ExperimentSettings, features: dict[str, Feature
     preds = {}
     for name in ("general", RANDOM_INIT):
         probe = ProbeConfig(head=head, epochs=settings.probe_epochs, num_clips=settings.num_clips, seed=settings.seed,
-                            grid=settings.head_grid)
+                            grid=settings.head_grid, inits=settings.probe_inits)
         trained = train_head(features[name], data.labels, train, val, len(data.class_names), probe)
         preds[name] = head_probabilities(trained.head, features[name], test, head, settings.num_clips).argmax(1)
     gain = paired_bootstrap_gap(y, preds["general"], preds[RANDOM_INIT], n_resamples=settings.bootstrap,
@@ -462,9 +476,7 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     best = partials[best_single_member(p_val, y_val)]
     fitting = {
         "head_epochs": f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch"
-                       + (f"; every head is the mean of {len(settings.head_grid)} heads at (learning rate, weight "
-                          f"decay) {', '.join(f'({lr:g}, {wd:g})' for lr, wd in settings.head_grid)}, each at its "
-                          "own best epoch" if settings.head_grid else ""),
+                       + _ensemble_text(settings),
         "weights_stacker_best_single": f"validation half B ({len(data.val_fit)} videos), which no head selected "
                                        "on",
         "test": f"test split ({len(test)} videos): scored once, never fitted on"}

@@ -30,12 +30,13 @@ class JEPA(nn.Module):
     gather_embeddings: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
-                 sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer") -> None:
+                 sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
+                 vicreg_std: float = 1.0) -> None:
         super().__init__()
         self.cfg = cfg
         self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
-        self.reg_on = reg_on
+        self.reg_on, self.vicreg_std = reg_on, vicreg_std
         self.encoder = VideoViT(cfg)
         self.predictor = Predictor(cfg, self.encoder.grid)
         self.target_encoder = copy.deepcopy(self.encoder)
@@ -80,7 +81,7 @@ class JEPA(nn.Module):
                 embeddings = torch.cat([residual(c, k, n) for c, k in zip(contexts, keeps, strict=True)])
             else:
                 embeddings = torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts])
-            reg = regularizer_loss(self.regularizer, embeddings, self.sigreg_directions, generator)
+            reg = regularizer_loss(self.regularizer, embeddings, self.sigreg_directions, generator, self.vicreg_std)
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 

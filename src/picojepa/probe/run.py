@@ -139,7 +139,7 @@ def run_probe(encoder_dir: Path, data: Path, out: Path, probe: ProbeConfig, spli
         "encoder": str(encoder_dir), "head": probe.head, "finetune": probe.finetune, "classes": labelled.class_names,
         "train": len(idx["train"]), "val": len(idx["val"]), "test": len(idx["test"]),
         "skipped": len(labelled.skipped), "best_epoch": trained.best_epoch, "epochs_chosen": trained.epochs_text,
-        "heads": 1 if probe.finetune else len(probe.settings), "val_accuracy": trained.val_accuracy,
+        "heads": 1 if probe.finetune else len(probe.heads), "val_accuracy": trained.val_accuracy,
         "test_accuracy": test_acc, "chance": 1.0 / len(labelled.class_names)}
     line = (f"head {probe.head}: best epoch {trained.epochs_text}, validation {trained.val_accuracy:.3f}, "
             f"test {test_acc:.3f}")
@@ -181,5 +181,6 @@ def _markdown(summary: dict[str, Any]) -> str:
 def _heads_sentence(summary: dict[str, Any]) -> list[str]:
     if summary["heads"] == 1:
         return []
-    return [f"The head is the mean of {summary['heads']} heads trained with learning rates × weight decays of a "
-            "grid, each at its own epoch chosen on validation (epochs listed in that order).", ""]
+    return [f"The head is the mean of {summary['heads']} heads, one per (learning rate, weight decay) and "
+            "initialisation, each from its own initialisation and at its own epoch chosen on validation (epochs "
+            "listed in that order).", ""]

@@ -126,7 +126,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         t = cfg.train
         self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on,
-                          t.target_norm).to(device)
+                          t.target_norm, t.vicreg_std).to(device)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
         self.schedules = Schedules(cfg, total_steps)
         self.masks = MaskSampler(self.model.encoder.grid, cfg.mask)
