@@ -56,8 +56,8 @@ class DemoPlan:
 # per class, split 50/10/40: heads on either encoder need many labels (with 5-25 per class both are near
 # chance), and a 640-video test split keeps the paired-bootstrap CI near ±5 pp. ≈ 8 minutes on 2 CPU cores.
 # LR 3e-4 rather than the default 5e-4: over seeds 0-2 the gain was +11.7/+7.0/+9.5 pp (CI above 0 in all three)
-# against +12.0/+3.4/+9.8 with one head per encoder. With the default grid of four heads averaged (ProbeConfig.grid)
-# seeds 0-4 gave +12.5/+10.0/+14.7/+19.8/+2.7 pp (docs/recipes.md).
+# against +12.0/+3.4/+9.8 with one head per encoder. With the default grid of four heads averaged (ProbeConfig.grid),
+# each from its own initialisation, seeds 0-4 gave +10.6/+3.6/+17.3/+13.0/+12.5 pp (docs/recipes.md).
 FULL = DemoPlan(preset="pico", size=80, frames=32, fps=16, pool_classes=12, pool_per_class=50,
                 labelled_per_class=400, epochs=33, difficulty="medium", low_shot=(5, 10, 25),
                 fractions=(0.5, 0.1, 0.4),
