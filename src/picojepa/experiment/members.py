@@ -94,7 +94,8 @@ def _encoder(encoder_dir: str, mtime_ns: int, size: int) -> VideoViT:
 
 
 def _key(encoder_dir: Path, probe: ProbeConfig, data: LabelledData, train_idx: np.ndarray) -> str:
-    parts = [file_sha256(encoder_dir / ENCODER_FILE), dataclasses.asdict(probe), train_idx.tolist(),
+    # probe.heads: every head's (lr, weight decay, seed), so a change in how head seeds are drawn retrains
+    parts = [file_sha256(encoder_dir / ENCODER_FILE), dataclasses.asdict(probe), probe.heads, train_idx.tolist(),
              data.val_select.tolist(), data.val_fit.tolist(), data.split_idx["test"].tolist(),
              np.asarray(data.labels).tolist(),
              data.class_names, data.paths]

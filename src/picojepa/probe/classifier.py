@@ -48,8 +48,9 @@ class ProbeConfig:
     # split of a few hundred videos cannot rank single heads — seeds and learning rates alone move a
     # head's test accuracy by ±5 pp — and V-JEPA's evaluation sweeps the probe's hyper-parameters too.
     grid: tuple[tuple[float, float], ...] = PROBE_GRID
-    # Heads per grid point, each from its own initialisation (and batch order): an attentive head's seed alone
-    # moves its test accuracy by up to ±6 pp on the demo's features, and the average of several does not.
+    # Heads per grid point. Every head starts from its own initialisation (and batch order): an attentive
+    # head's seed alone moves its test accuracy by up to ±6 pp on the demo's features, and heads sharing a
+    # seed share that draw.
     inits: int = 1
     num_clips: int = 4  # evenly spaced clips per video at evaluation (probabilities averaged)
     finetune: bool = False  # fine-tuning trains one head at (lr, weight_decay)

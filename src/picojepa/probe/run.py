@@ -181,6 +181,6 @@ def _markdown(summary: dict[str, Any]) -> str:
 def _heads_sentence(summary: dict[str, Any]) -> list[str]:
     if summary["heads"] == 1:
         return []
-    return [f"The head is the mean of {summary['heads']} heads, one per (learning rate, weight decay) and "
-            "initialisation, each from its own initialisation and at its own epoch chosen on validation (epochs "
-            "listed in that order).", ""]
+    return [f"The head is the mean of {summary['heads']} heads over a (learning rate, weight decay) grid, each "
+            "from its own initialisation and at its own epoch chosen on validation (epochs listed in that "
+            "order).", ""]
