@@ -69,15 +69,11 @@ class ProbeConfig:
             raise ConfigError("head learning rates must be > 0 and weight decays ≥ 0")
 
     @property
-    def settings(self) -> tuple[tuple[float, float], ...]:
-        """The (lr, weight decay) of every head trained on frozen features."""
-        return self.grid or ((self.lr, self.weight_decay),)
-
-    @property
     def heads(self) -> list[tuple[float, float, int]]:
-        """(lr, weight decay, seed) of every head: each grid point ``inits`` times, initialisation by
-        initialisation. The first head keeps ``seed``; every other one gets its own seed derived from it."""
-        points = [point for _ in range(self.inits) for point in self.settings]
+        """(lr, weight decay, seed) of every head trained on frozen features: each grid point (or the one
+        (lr, weight_decay) without a grid) ``inits`` times, initialisation by initialisation. The first head
+        keeps ``seed``; every other one gets its own seed derived from it."""
+        points = [point for _ in range(self.inits) for point in self.grid or ((self.lr, self.weight_decay),)]
         return [(lr, wd, head_seed(self.seed, i)) for i, (lr, wd) in enumerate(points)]
 
 
@@ -158,7 +154,7 @@ def head_probabilities(head: nn.Module, features: Features, index: np.ndarray, k
 
 def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
                num_classes: int, cfg: ProbeConfig, device: str | torch.device = "cpu") -> TrainedHead:
-    """Train one head per (lr, weight decay) of ``cfg.settings`` on cached per-clip features, each keeping
+    """Train one head per (lr, weight decay, seed) of ``cfg.heads`` on cached per-clip features, each keeping
     the epoch with the best validation accuracy (ties: lower validation loss); several are returned as a
     :class:`HeadEnsemble`. The test split never enters this function. The head is on the CPU, wherever it
     trained."""
