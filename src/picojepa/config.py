@@ -66,6 +66,9 @@ class DataConfig:
     max_bad_fraction: float = 0.2
 
 
+TARGETS = ("ema", "frozen", "pixels")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -98,6 +101,12 @@ class TrainConfig:
     # collapses without a regulariser.
     target_norm: str = "layer"
     loss: str = "l1"  # l1 | smooth_l1 | l2
+    # What the predictor regresses at the masked tubelets. ema: an EMA copy of the context encoder (V-JEPA);
+    # frozen: a teacher that never changes, the run's own initialisation or the encoder of ``teacher_run``
+    # (SALT's static teacher); pixels: the tubelets' pixels, normalised per tubelet (VideoMAE, SALT's first
+    # stage). With frozen or pixels there is no EMA copy to save: the saved encoder is the context encoder.
+    targets: str = "ema"
+    teacher_run: str | None = None  # targets=frozen: a run folder whose encoder is the teacher
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of every epoch
@@ -263,6 +272,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"mask.future_slices must be in [0, {grid_t - 1}] for {grid_t} time slices")
     if cfg.train.regularizer not in ("none", "sigreg", "vicreg"):
         raise ConfigError(f"train.regularizer must be none, sigreg or vicreg, got {cfg.train.regularizer!r}")
+    if cfg.train.targets not in TARGETS:
+        raise ConfigError(f"train.targets must be one of {', '.join(TARGETS)}, got {cfg.train.targets!r}")
+    if cfg.train.teacher_run and cfg.train.targets != "frozen":
+        raise ConfigError("train.teacher_run is the frozen teacher's run folder: set train.targets=frozen with it")
     if cfg.train.target_norm not in ("layer", "clip"):
         raise ConfigError(f"train.target_norm must be layer or clip, got {cfg.train.target_norm!r}")
     if cfg.train.reg_on not in ("local", "content", "tokens"):

@@ -450,9 +450,14 @@ def _draw_occluder(canvas: np.ndarray, rng: np.random.Generator, view: _View) ->
 
 
 def render_video(
-    class_name: str, rng: np.random.Generator, size: int = 96, frames: int = 32, difficulty: str = "medium"
+    class_name: str, rng: np.random.Generator, size: int = 96, frames: int = 32, difficulty: str = "medium",
+    draw_actor: bool = True,
 ) -> np.ndarray:
-    """Render one clip of ``class_name`` as a (T, H, W, 3) uint8 RGB array, using only ``rng``."""
+    """Render one clip of ``class_name`` as a (T, H, W, 3) uint8 RGB array, using only ``rng``.
+
+    ``draw_actor=False`` renders the same clip's twin without its actor: every random draw is made, so the
+    background, distractors, occluder, camera and noise are identical (what an encoder's *actor sensitivity*
+    compares)."""
     _validate_render_args(size, frames, difficulty)
     if class_name not in CLASS_NAMES:
         raise ValueError(f"unknown class {class_name!r}; valid classes: {', '.join(CLASS_NAMES)}")
@@ -471,7 +476,9 @@ def render_video(
     actor_shape = _SHAPES[rng.integers(len(_SHAPES))]
     first = _random_colour(rng, [bg_colour])
     second = _random_colour(rng, [first, bg_colour], 70.0)
-    _draw_shape(canvas, view, actor, actor_shape, (first, second), split=rng.uniform(-0.3, 0.3))
+    split = rng.uniform(-0.3, 0.3)
+    if draw_actor:
+        _draw_shape(canvas, view, actor, actor_shape, (first, second), split=split)
 
     if rng.uniform() < cfg.occluder_prob:
         _draw_occluder(canvas, rng, view)

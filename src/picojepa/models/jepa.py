@@ -25,23 +25,38 @@ class StepOutput:
 
 
 class JEPA(nn.Module):
+    """Context encoder + predictor, regressing at the masked tubelets what ``targets`` names: ``ema`` the
+    layer-normed tokens of an EMA copy of the context encoder (V-JEPA), ``frozen`` those of a teacher that
+    never changes (SALT; the copy made at initialisation unless other weights are loaded into it), ``pixels``
+    the tubelets' own pixels normalised per tubelet (VideoMAE). ``evaluation_encoder`` is the one to keep.
+    """
+
     # Under data parallelism: gathers every rank's rows (differentiably) before a batch-statistic regulariser
     # and its residuals, so they see the global batch as in a single process. None: the local batch is the batch.
     gather_embeddings: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
-                 vicreg_std: float = 1.0) -> None:
+                 vicreg_std: float = 1.0, targets: str = "ema") -> None:
         super().__init__()
-        self.cfg = cfg
+        if targets not in ("ema", "frozen", "pixels"):
+            raise ValueError(f"unknown targets {targets!r}")
+        self.cfg, self.targets = cfg, targets
         self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
         self.reg_on, self.vicreg_std = reg_on, vicreg_std
         self.encoder = VideoViT(cfg)
-        self.predictor = Predictor(cfg, self.encoder.grid)
+        pixels = cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2
+        self.predictor = Predictor(cfg, self.encoder.grid, out_dim=pixels if targets == "pixels" else None)
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
+
+    @property
+    def evaluation_encoder(self) -> VideoViT:
+        """The encoder a run saves and downstream tools read: the EMA copy when there is one (V-JEPA evaluates
+        its target encoder), else the trained context encoder (a frozen teacher is not what was learned)."""
+        return self.target_encoder if self.targets == "ema" else self.encoder
 
     def train(self, mode: bool = True) -> JEPA:
         super().train(mode)
@@ -61,7 +76,10 @@ class JEPA(nn.Module):
         keeps = [keep] if isinstance(keep, torch.Tensor) else list(keep)
         targets_idx = [target] if isinstance(target, torch.Tensor) else list(target)
         with torch.no_grad():
-            feats = normalise_targets(self.target_encoder(video), self.target_norm)
+            if self.targets == "pixels":
+                feats = pixel_targets(self.encoder.patchify(video))
+            else:
+                feats = normalise_targets(self.target_encoder(video), self.target_norm)
         losses, contexts, first_targets = [], [], None
         for k, t in zip(keeps, targets_idx, strict=True):
             targets = gather_tokens(feats, t)
@@ -87,7 +105,10 @@ class JEPA(nn.Module):
 
     @torch.no_grad()
     def update_target(self, momentum: float, foreach: bool = True) -> None:
-        """target ← momentum · target + (1 − momentum) · online, in one foreach call by default."""
+        """target ← momentum · target + (1 − momentum) · online, in one foreach call by default. Only an EMA
+        target moves: a frozen teacher (or the unused copy under pixel targets) stays as it is."""
+        if self.targets != "ema":
+            return
         online = list(self.encoder.parameters())
         tgt = list(self.target_encoder.parameters())
         if foreach:
@@ -108,6 +129,15 @@ def normalise_targets(feats: torch.Tensor, kind: str = "layer") -> torch.Tensor:
         residual = feats - feats.mean(dim=1, keepdim=True)
         return residual / residual.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-6).sqrt()
     raise ValueError(f"unknown target normalisation {kind!r}")
+
+
+def pixel_targets(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Flattened tubelets (B, N, C·t·p·p) → each normalised to zero mean and unit variance over its own
+    values (VideoMAE's normalised-pixel target: the prediction is of structure, not of brightness)."""
+    patches = patches.float()
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True, unbiased=False)
+    return (patches - mean) / (var + eps).sqrt()
 
 
 def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:

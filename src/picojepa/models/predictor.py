@@ -12,7 +12,7 @@ from .vit import Block, gather_tokens, init_weights, sincos_3d
 class Predictor(nn.Module):
     """Context tokens + learnable mask tokens at the target positions → predictions at the targets."""
 
-    def __init__(self, cfg: ModelConfig, grid: tuple[int, int, int]) -> None:
+    def __init__(self, cfg: ModelConfig, grid: tuple[int, int, int], out_dim: int | None = None) -> None:
         super().__init__()
         dim = cfg.pred_embed_dim
         self.embed = nn.Linear(cfg.embed_dim, dim)
@@ -22,12 +22,12 @@ class Predictor(nn.Module):
             Block(dim, cfg.pred_num_heads, cfg.mlp_ratio, cfg.qkv_bias) for _ in range(cfg.pred_depth)
         )
         self.norm = nn.LayerNorm(dim)
-        self.proj = nn.Linear(dim, cfg.embed_dim)
+        self.proj = nn.Linear(dim, out_dim or cfg.embed_dim)  # out_dim: e.g. a tubelet's pixels
         self.apply(init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, context: torch.Tensor, keep: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """context (B, K, D) at positions keep (B, K); target (B, M) → predictions (B, M, D)."""
+        """context (B, K, D) at positions keep (B, K); target (B, M) → predictions (B, M, out_dim)."""
         B, M = target.shape
         pos = self.pos_embed.expand(B, -1, -1).to(context.dtype)
         x = self.embed(context) + gather_tokens(pos, keep)

@@ -82,8 +82,11 @@ class ProbeMonitor:
 
     def __call__(self, step: int, online: VideoViT, ema: VideoViT) -> dict[str, float]:
         row: dict[str, float] = {}
-        for name, encoder in zip(ENCODERS, (online, ema), strict=True):
-            row.update({f"{key}_{name}": value for key, value in self.evaluate(encoder).items()})
+        # Without an EMA copy (frozen or pixel targets) the saved encoder is the online one: read it once.
+        online_reading = self.evaluate(online)
+        readings = (online_reading, online_reading if ema is online else self.evaluate(ema))
+        for name, reading in zip(ENCODERS, readings, strict=True):
+            row.update({f"{key}_{name}": value for key, value in reading.items()})
         return row
 
     @torch.no_grad()

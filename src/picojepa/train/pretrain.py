@@ -126,7 +126,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         t = cfg.train
         self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on,
-                          t.target_norm, t.vicreg_std).to(device)
+                          t.target_norm, t.vicreg_std, t.targets).to(device)
+        if t.teacher_run:
+            load_teacher(self.model, t.teacher_run)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
         self.schedules = Schedules(cfg, total_steps)
         self.masks = MaskSampler(self.model.encoder.grid, cfg.mask)
@@ -201,6 +203,16 @@ class Trainer:
         return int(state["step"])
 
 
+def load_teacher(model: JEPA, run_dir: str | Path) -> None:
+    """Make the encoder of a finished run the frozen teacher of ``model`` (strict: same architecture)."""
+    teacher_cfg = ckpt.config_from_run(run_dir)
+    if teacher_cfg.model != model.cfg:
+        raise PicoJepaError(f"train.teacher_run: {run_dir}'s model config differs from this run's; a frozen "
+                            f"teacher must have the student's architecture")
+    teacher = ckpt.load_encoder(run_dir)
+    model.target_encoder.load_state_dict(teacher.state_dict())
+
+
 def _seed_int(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -226,7 +238,9 @@ class Monitor(Protocol):
 
     every: int  # 0: the loop picks about five readings per run
 
-    def __call__(self, step: int, online: VideoViT, ema: VideoViT) -> dict[str, float]: ...
+    def __call__(self, step: int, online: VideoViT, ema: VideoViT) -> dict[str, float]:
+        """``ema`` is the encoder the run saves: the EMA copy, or ``online`` itself when targets are not EMA."""
+        ...
 
 
 def initial_encoder(cfg: Config) -> VideoViT:
@@ -363,7 +377,7 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     clips = trainer.clips_done()  # counted, not steps × batch: clips of failed videos were never trained on
     if main:
         if finished:
-            ckpt.save_encoder(trainer.model.target_encoder, out)
+            ckpt.save_encoder(trainer.model.evaluation_encoder, out)
         ckpt.save_checkpoint(trainer.state(step, signature, skipped, clips), out)
         write_json(out / "skipped.json", skipped)
         summary = monitor_summary(out / "metrics.jsonl") if monitor is not None else None
@@ -371,7 +385,8 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
             info(summary["text"])
         ckpt.write_run_config(out, cfg, **{**run_meta, "finished": finished, "steps": step, "clips_seen": clips,
                                            "final_loss": loss_value, "train_seconds": seconds,
-                                           "ema_init_fraction": trainer.schedules.init_fraction(),
+                                           "ema_init_fraction": trainer.schedules.init_fraction()
+                                           if cfg.train.targets == "ema" else None,
                                            **({"monitor": summary} if summary else {})})
     return PretrainResult(out, step, clips, loss_value, seconds, n, skipped)
 
@@ -417,7 +432,7 @@ def monitor_summary(metrics_path: Path) -> dict[str, Any] | None:
 
 def _run_monitor(monitor: Monitor, trainer: Trainer, step: int, metrics: Any) -> dict[str, float]:
     with torch.random.fork_rng(devices=[]):  # probes draw from the global RNG; training must not notice
-        row = monitor(step, trainer.model.encoder, trainer.model.target_encoder)
+        row = monitor(step, trainer.model.encoder, trainer.model.evaluation_encoder)
     metrics.write(json.dumps({"step": step, **row}) + "\n")
     metrics.flush()
     return row

@@ -1,0 +1,355 @@
+"""Does more pretraining give better features? Gain over random init against clip-steps, per recipe.
+
+For every recipe, seed and budget (clip-steps) this pretrains a fresh run, with schedules laid out over that
+budget, on the demo's unlabelled pool (12 classes x 50 videos, difficulty medium), and scores its encoder
+against **the same architecture at the same initialisation** with the experiment's own probe protocol on the
+demo's labelled task (4 kinds of motion, 400 other videos per class, split 50/10/40 %, heads at their best
+epoch on validation half A, every head the mean of the 2x2 learning-rate x weight-decay grid):
+
+- attentive and linear gains with paired-bootstrap 95 % intervals over the test videos;
+- low-shot gains (the attentive head trained on k labelled videos per class);
+- held-out collapse diagnostics of both encoders (local share, token and clip effective rank, std) and the
+  *actor sensitivity*: how far the tokens move when the actor is removed from a clip (its twin rendered with
+  the same random draws), over the spread of tokens between clips — near 0 when the encoder ignores the actor.
+
+The largest budget's run is also read at every smaller budget's clip-step count (``reading`` rows): the
+learning monitor inside one run, next to the separate runs whose schedules end there.
+
+Videos are rendered in memory (no video files, so no PyAV: it runs on a bare GPU image). Rows are appended
+as JSON lines; ``--report`` turns them into a Markdown table and a figure.
+
+    PYTHONPATH=src python bench/scaling.py --recipes default,frozen --seeds 0,1,2 --budgets 10000,20000,40000,80000
+    PYTHONPATH=src python bench/scaling.py --report bench/results/scaling.jsonl --out-md docs/scaling.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from inmemory import ArrayStore, pretrain_in_memory, render_set
+
+from picojepa.config import Config, default_cache_side, load_config
+from picojepa.data.splits import stratified_split
+from picojepa.datasets.synth import CLASS_NAMES
+from picojepa.experiment.run import low_shot_subset, validation_halves
+from picojepa.metrics import paired_bootstrap_gap
+from picojepa.models import VideoViT
+from picojepa.probe.classifier import PROBE_GRID, ProbeConfig, head_probabilities, train_head
+from picojepa.probe.features import Features, extract_features
+from picojepa.train.diagnostics import effective_rank, feature_std, local_share
+from picojepa.train.pretrain import Trainer, initial_encoder
+
+# The demo's settings (experiment/demo.py FULL): pico at 64 px, batch 32, LR 3e-4.
+BASE = ["model.img_size=64", "data.frame_stride=2", "train.batch_size=32", "train.lr=3e-4"]
+# Every recipe states its objective in full (regulariser and targets), so a change of library default can
+# never silently change what a recipe measures.
+RECIPES: dict[str, list[str]] = {
+    "vicreg-ema": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local"],
+    "plain-ema": ["train.targets=ema", "train.regularizer=none"],
+    "plain-frozen": ["train.targets=frozen", "train.regularizer=none"],
+    "plain-pixels": ["train.targets=pixels", "train.regularizer=none", "train.loss=l2"],
+    "vicreg-ema-mask0.5": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                           "train.reg_on=local", "mask.ratio=0.5"],
+    "plain-frozen-mask0.5": ["train.targets=frozen", "train.regularizer=none", "mask.ratio=0.5"],
+    "plain-pixels-mask0.5": ["train.targets=pixels", "train.regularizer=none", "train.loss=l2", "mask.ratio=0.5"],
+    "vicreg-ema-0.999": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                         "train.reg_on=local", "train.ema_start=0.999", "train.ema_end=0.999",
+                         "train.ema_max_init_fraction=1.0"],
+    "vicreg-ema-lr1e-4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                          "train.reg_on=local", "train.lr=1e-4"],
+    "plain-frozen-lr1e-4": ["train.targets=frozen", "train.regularizer=none", "train.lr=1e-4"],
+}
+LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
+FRACTIONS = (0.5, 0.1, 0.4)
+
+
+def check_recipes(recipes: dict[str, list[str]]) -> None:
+    for name, overrides in recipes.items():
+        keys = {o.split("=", 1)[0] for o in overrides}
+        missing = {"train.regularizer", "train.targets"} - keys
+        if missing:
+            raise SystemExit(f"recipe {name!r} must state {', '.join(sorted(missing))} explicitly")
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+class Evaluation:
+    """The demo task's splits and the scoring of one encoder against the random-init one."""
+
+    def __init__(self, args: argparse.Namespace, store: ArrayStore, labels: np.ndarray, twins: ArrayStore,
+                 twin_idx: np.ndarray, seed: int, device: torch.device) -> None:
+        self.args, self.store, self.labels, self.device, self.seed = args, store, labels, device, seed
+        self.twins, self.twin_idx = twins, twin_idx
+        names = list(LABELLED)
+        split = stratified_split(labels, FRACTIONS, seed=seed, class_names=names)
+        self.train, self.test = split["train"], split["test"]
+        self.val_select, _ = validation_halves(split["val"], labels, seed, names)
+        self.random: dict[str, Any] | None = None
+
+    def features(self, encoder: VideoViT) -> Features:
+        return extract_features(encoder.to(self.device).eval(), self.store, self.args.num_clips, keep_tokens=True,
+                                progress=False, batch_size=256)
+
+    def predictions(self, feats: Features) -> dict[str, np.ndarray]:
+        """Test predictions of every head setting: attentive, linear, attentive with k labels per class."""
+        settings = [("attentive", self.train), ("linear", self.train)]
+        settings += [(f"attentive@{k}", low_shot_subset(self.train, self.labels, k, self.seed))
+                     for k in self.args.low_shot]
+        out = {}
+        for name, train in settings:
+            head = name.split("@")[0]
+            probe = ProbeConfig(head=head, epochs=self.args.probe_epochs, num_clips=self.args.num_clips,
+                                seed=self.seed, grid=PROBE_GRID)
+            trained = train_head(feats, self.labels, train, self.val_select, len(LABELLED), probe, device=self.device)
+            probs = head_probabilities(trained.head.to(self.device), feats, self.test, head, self.args.num_clips)
+            out[name] = probs.argmax(1)
+        return out
+
+    def diagnostics(self, encoder: VideoViT, feats: Features) -> dict[str, float]:
+        tokens = torch.from_numpy(feats.tokens[self.test].astype(np.float32))  # (V, K, N, D)
+        clip_means = torch.from_numpy(feats.pooled[self.test].mean(axis=1))
+        return {"local_share": local_share(tokens.reshape(-1, *tokens.shape[-2:])),
+                "token_rank": effective_rank(tokens), "clip_rank": effective_rank(clip_means),
+                "std": feature_std(tokens), "actor_sensitivity": self.actor_sensitivity(encoder, feats)}
+
+    def actor_sensitivity(self, encoder: VideoViT, feats: Features) -> float:
+        """Mean squared change of a token when the actor is removed from its clip, over the tokens' variance
+        across clips at the same position: 0 when the encoder ignores the actor."""
+        twin = self.features_of(encoder, self.twins)
+        full = feats.tokens[self.twin_idx].astype(np.float32)  # (V, K, N, D)
+        change = ((full - twin.tokens.astype(np.float32)) ** 2).sum(-1).mean()
+        spread = full.var(axis=0).sum(-1).mean()
+        return float(change / max(spread, 1e-12))
+
+    def features_of(self, encoder: VideoViT, store: ArrayStore) -> Features:
+        return extract_features(encoder.to(self.device).eval(), store, self.args.num_clips, keep_tokens=True,
+                                progress=False, batch_size=256)
+
+    def score(self, encoder: VideoViT) -> dict[str, Any]:
+        feats = self.features(encoder)
+        preds = self.predictions(feats)
+        diag = self.diagnostics(encoder, feats)
+        if self.random is None:  # the first encoder scored is the random-init one
+            self.random = {"preds": preds, "diag": diag}
+            return {}
+        y = self.labels[self.test]
+        row: dict[str, Any] = {"diagnostics": diag, "random_diagnostics": self.random["diag"]}
+        for name, pred in preds.items():
+            gap = paired_bootstrap_gap(y, pred, self.random["preds"][name], n_resamples=2000, seed=self.seed)
+            row[name] = {"pretrained": float((pred == y).mean()),
+                         "random_init": float((self.random["preds"][name] == y).mean()),
+                         "gain": gap["mean"], "ci95": gap["ci95"]}
+        return row
+
+
+# ------------------------------------------------------------------------------------------- study
+def recipe_config(args: argparse.Namespace, recipe: str, seed: int) -> Config:
+    cfg = load_config(args.preset, overrides=[*BASE, *RECIPES[recipe], *args.extra])
+    cfg.train.seed = seed
+    cfg.train.device = args.device
+    return cfg
+
+
+def append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def summary_line(row: dict[str, Any]) -> str:
+    parts = [f"{row['recipe']:22s} seed {row['seed']} {row['kind']:7s} {row['clip_steps']:>7d}"]
+    for name in ("attentive", "linear", *[k for k in row if k.startswith("attentive@")]):
+        if name in row:
+            r = row[name]
+            parts.append(f"{name} {100 * r['pretrained']:.1f} vs {100 * r['random_init']:.1f} "
+                         f"({100 * r['gain']:+.1f})")
+    d = row["diagnostics"]
+    parts.append(f"local {d['local_share']:.2f} actor {d['actor_sensitivity']:.2f}")
+    return " · ".join(parts)
+
+
+def run_study(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    first = load_config(args.preset, overrides=[*BASE, *args.extra])
+    side = default_cache_side(first.model.img_size)
+    render = dict(size=80, frames=32, difficulty=args.difficulty, stride=2, side=side, workers=args.workers)
+    pool, _ = render_set(CLASS_NAMES[: args.pool_classes], args.pool_per_class, 1, **render)
+    labelled, labels = render_set(LABELLED, args.labelled_per_class, 2, **render)
+    twin_idx = np.sort(np.random.default_rng(0).choice(len(labels), args.twins, replace=False))
+    twins, _ = render_set(LABELLED, args.labelled_per_class, 2, actor=False, indices=list(twin_idx), **render)
+    bank, store, twin_store = pool.to(device), ArrayStore(labelled), ArrayStore(twins)
+    print(f"rendered {len(pool)} pool + {len(labelled)} labelled + {len(twins)} actor-less twins in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{mp.cpu_count()} CPU cores"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    budgets = sorted(args.budgets)
+    common = {"preset": args.preset, "batch": args.batch, "pool_videos": len(pool), "labelled_videos": len(labels),
+              "difficulty": args.difficulty, "device": machine, "torch": torch.__version__,
+              "python": platform.python_version(), "tag": args.tag}
+    for seed in args.seeds:
+        evaluation = Evaluation(args, store, labels, twin_store, twin_idx, seed, device)
+        for recipe in args.recipes:
+            cfg = recipe_config(args, recipe, seed)
+            if evaluation.random is None:
+                evaluation.score(initial_encoder(cfg))
+            for budget in sorted(budgets, reverse=True):  # the longest first: its readings come soonest
+                if time.perf_counter() - t0 > args.time_limit:
+                    print(f"time limit: {recipe} seed {seed} budget {budget} and later runs skipped", flush=True)
+                    return
+                steps = max(1, budget // args.batch)
+                meta = {**common, "recipe": recipe, "overrides": RECIPES[recipe] + args.extra, "seed": seed,
+                        "budget": budget, "steps": steps}
+
+                reading_seconds: list[float] = []
+
+                def read(trainer: Trainer, step: int, meta: dict[str, Any] = meta,
+                         spent: list[float] = reading_seconds, evaluation: Evaluation = evaluation) -> None:
+                    t_read = time.perf_counter()
+                    row = {**meta, "kind": "reading", "clip_steps": step * args.batch,
+                           **evaluation.score(trainer.model.evaluation_encoder)}
+                    append(out, row)
+                    print(summary_line(row), flush=True)
+                    spent.append(time.perf_counter() - t_read)
+
+                readings = ({b // args.batch: read for b in budgets if b < budget} if budget == budgets[-1]
+                            and args.readings else {})
+                t = time.perf_counter()
+                trainer = pretrain_in_memory(cfg, bank, steps, args.batch, device, readings)
+                seconds = time.perf_counter() - t - sum(reading_seconds)
+                row = {**meta, "kind": "final", "clip_steps": steps * args.batch, "train_seconds": round(seconds, 1),
+                       "clips_per_s": round(steps * args.batch / seconds, 1),
+                       **evaluation.score(trainer.model.evaluation_encoder),
+                       "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                append(out, row)
+                print(summary_line(row), flush=True)
+    print(f"total {time.perf_counter() - t0:.0f} s; rows appended to {out}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------- report
+def load_rows(paths: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return rows
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = load_rows(args.report)
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["recipe"], r["kind"], r["clip_steps"])].append(r)
+    heads = ["attentive", "linear", *sorted({k for r in rows for k in r if k.startswith("attentive@")},
+                                            key=lambda k: int(k.split("@")[1]))]
+    lines = ["| recipe | run | clip-steps | seeds | " + " | ".join(f"{h} gain (pp)" for h in heads)
+             + " | local share | actor sensitivity |", "|" + " --- |" * (6 + len(heads))]
+    for (recipe, kind, steps), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "final", kv[0][2])):
+        cells = []
+        for h in heads:
+            gains = [100 * r[h]["gain"] for r in rs if h in r]
+            lows = [100 * r[h]["ci95"][0] for r in rs if h in r]
+            if not gains:
+                cells.append("—")
+                continue
+            per_seed = " / ".join(f"{g:+.1f}" for g in gains)
+            excl = sum(lo > 0 for lo in lows)
+            cells.append(f"**{np.mean(gains):+.1f}** ({per_seed}; CI>0 in {excl})")
+        diag = np.mean([r["diagnostics"]["local_share"] for r in rs])
+        actor = np.mean([r["diagnostics"]["actor_sensitivity"] for r in rs])
+        lines.append(f"| {recipe} | {'separate' if kind == 'final' else 'inside the longest'} | {steps:,} | "
+                     f"{len(rs)} | " + " | ".join(cells) + f" | {diag:.2f} | {actor:.2f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out_md:
+        Path(args.out_md).write_text(table)
+    if args.figure:
+        figure(rows, args.figure)
+
+
+def figure(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for ax, head in zip(axes, ("attentive", "linear"), strict=True):
+        by_recipe: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            if r["kind"] == "final" and head in r:
+                by_recipe[r["recipe"]][r["clip_steps"]].append(r)
+        for recipe, by_steps in sorted(by_recipe.items()):
+            steps = sorted(by_steps)
+            mean = [100 * np.mean([r[head]["gain"] for r in by_steps[s]]) for s in steps]
+            line = ax.plot(steps, mean, marker="o", label=recipe)[0]
+            for s in steps:
+                for r in by_steps[s]:
+                    lo, hi = (100 * v for v in r[head]["ci95"])
+                    ax.plot([s, s], [lo, hi], color=line.get_color(), alpha=0.25, lw=3)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("pretraining clip-steps (each point a separate run)")
+        ax.set_ylabel(f"{head} gain over random init (pp)")
+        ax.set_title(f"{head} head: mean over seeds, bars = each seed's 95 % CI")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    print(f"figure written to {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--preset", default="pico")
+    ap.add_argument("--recipes", default="vicreg-ema", help=f"comma-separated, from: {', '.join(RECIPES)}")
+    ap.add_argument("--extra", action="append", default=[], help="override applied to every recipe")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--budgets", default="10000,20000,40000,80000", help="clip-steps, one separate run each")
+    ap.add_argument("--no-readings", dest="readings", action="store_false",
+                    help="do not read the longest run at the smaller budgets")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--difficulty", default="medium")
+    ap.add_argument("--pool-classes", type=int, default=12)
+    ap.add_argument("--pool-per-class", type=int, default=50)
+    ap.add_argument("--labelled-per-class", type=int, default=400)
+    ap.add_argument("--twins", type=int, default=128, help="test videos re-rendered without their actor")
+    ap.add_argument("--low-shot", default="10,25")
+    ap.add_argument("--probe-epochs", type=int, default=40)
+    ap.add_argument("--num-clips", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=mp.cpu_count())
+    ap.add_argument("--time-limit", type=float, default=1e9, help="start no run after this many seconds")
+    ap.add_argument("--out", default=f"bench/results/{datetime.now(timezone.utc):%Y-%m-%d}-scaling.jsonl")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--report", nargs="+", help="JSON-lines files to summarise instead of running")
+    ap.add_argument("--out-md")
+    ap.add_argument("--figure")
+    args = ap.parse_args()
+    check_recipes(RECIPES)
+    if args.report:
+        report(args)
+        return
+    args.recipes = args.recipes.split(",")
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.budgets = [int(b) for b in args.budgets.split(",")]
+    args.low_shot = [int(k) for k in args.low_shot.split(",") if k]
+    run_study(args)
+
+
+if __name__ == "__main__":
+    main()
