@@ -176,6 +176,30 @@ def summary_line(row: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def rendered_data(args: argparse.Namespace, side: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray,
+                                                                   torch.Tensor, np.ndarray]:
+    """Pool, labelled set, labels, actor-less twins and their indices; from ``--data-cache`` when it holds
+    them (parallel processes of one session render once)."""
+    render = dict(size=80, frames=32, difficulty=args.difficulty, stride=2, side=side, workers=args.workers)
+    key = f"{args.difficulty}-{side}-pool{args.pool_classes}x{args.pool_per_class}-lab{args.labelled_per_class}"
+    cache = Path(args.data_cache) / f"{key}-t{args.twins}.npz" if args.data_cache else None
+    if cache is not None and cache.exists():
+        z = np.load(cache)
+        return (torch.from_numpy(z["pool"]), torch.from_numpy(z["labelled"]), z["labels"],
+                torch.from_numpy(z["twins"]), z["twin_idx"])
+    pool, _ = render_set(CLASS_NAMES[: args.pool_classes], args.pool_per_class, 1, **render)
+    labelled, labels = render_set(LABELLED, args.labelled_per_class, 2, **render)
+    twin_idx = np.sort(np.random.default_rng(0).choice(len(labels), args.twins, replace=False))
+    twins, _ = render_set(LABELLED, args.labelled_per_class, 2, actor=False, indices=list(twin_idx), **render)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, pool=pool.numpy(), labelled=labelled.numpy(), labels=labels, twins=twins.numpy(),
+                 twin_idx=twin_idx)
+        tmp.rename(cache)
+    return pool, labelled, labels, twins, twin_idx
+
+
 def run_study(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU
@@ -183,15 +207,12 @@ def run_study(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     first = load_config(args.preset, overrides=[*BASE, *args.extra])
-    side = default_cache_side(first.model.img_size)
-    render = dict(size=80, frames=32, difficulty=args.difficulty, stride=2, side=side, workers=args.workers)
-    pool, _ = render_set(CLASS_NAMES[: args.pool_classes], args.pool_per_class, 1, **render)
-    labelled, labels = render_set(LABELLED, args.labelled_per_class, 2, **render)
-    twin_idx = np.sort(np.random.default_rng(0).choice(len(labels), args.twins, replace=False))
-    twins, _ = render_set(LABELLED, args.labelled_per_class, 2, actor=False, indices=list(twin_idx), **render)
-    bank, store, twin_store = pool.to(device), ArrayStore(labelled), ArrayStore(twins)
-    print(f"rendered {len(pool)} pool + {len(labelled)} labelled + {len(twins)} actor-less twins in "
+    pool, labelled, labels, twins, twin_idx = rendered_data(args, default_cache_side(first.model.img_size))
+    print(f"{len(pool)} pool + {len(labelled)} labelled + {len(twins)} actor-less twins ready in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
+    if args.prepare_only:
+        return
+    bank, store, twin_store = pool.to(device), ArrayStore(labelled), ArrayStore(twins)
     machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{mp.cpu_count()} CPU cores"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +226,8 @@ def run_study(args: argparse.Namespace) -> None:
             cfg = recipe_config(args, recipe, seed)
             if evaluation.random is None:
                 evaluation.score(initial_encoder(cfg))
-            for budget in sorted(budgets, reverse=True):  # the longest first: its readings come soonest
+            runs = budgets[-1:] if args.longest_only else sorted(budgets, reverse=True)
+            for budget in runs:  # the longest first: its readings come soonest
                 if time.perf_counter() - t0 > args.time_limit:
                     print(f"time limit: {recipe} seed {seed} budget {budget} and later runs skipped", flush=True)
                     return
@@ -319,6 +341,10 @@ def main() -> None:
     ap.add_argument("--budgets", default="10000,20000,40000,80000", help="clip-steps, one separate run each")
     ap.add_argument("--no-readings", dest="readings", action="store_false",
                     help="do not read the longest run at the smaller budgets")
+    ap.add_argument("--longest-only", action="store_true",
+                    help="one run per recipe and seed, at the largest budget, read at the others (a quick screen)")
+    ap.add_argument("--data-cache", help="folder for the rendered arrays (reused by later or parallel runs)")
+    ap.add_argument("--prepare-only", action="store_true", help="render (into --data-cache) and stop")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--difficulty", default="medium")
     ap.add_argument("--pool-classes", type=int, default=12)
