@@ -7,9 +7,9 @@
 # fp32 throughout (as on the CPU). Results land in $OUT. Usage: bash bench/gpu_scaling.sh
 set -u
 . "$(dirname "$0")/gpu_session.sh"
-LIMIT=${LIMIT:-420}  # seconds after which no process starts a new run
-SCREEN=${SCREEN:-vicreg-ema,plain-frozen,plain-pixels}
-LONG=${LONG:-vicreg-ema,plain-frozen}
+LIMIT=${LIMIT:-300}  # seconds after which no process starts a new run
+SCREEN=${SCREEN:-vicreg-ema,plain-ema,vicreg-motion,vicreg-ema-mask0.5,vicreg-ema-lr1e-4,vicreg-ema-0.999,vicreg-ema-std0.5,vicreg-frozen,vicreg-pixels,plain-motion}
+LONG=${LONG:-vicreg-ema,vicreg-motion}
 SCREEN_BUDGETS=${SCREEN_BUDGETS:-10000,20000,40000,80000}
 LONG_BUDGETS=${LONG_BUDGETS:-25000,50000,100000,200000,400000}
 LARGE_PER_CLASS=${LARGE_PER_CLASS:-1000}
@@ -22,14 +22,14 @@ $PY bench/scaling.py $ARGS --prepare-only --data-cache $CACHE --workers 6 --pool
 prep=$!
 echo "demo data ready after $(( $(date +%s) - start )) s" | tee -a "$OUT/timeline.txt"
 for r in ${SCREEN//,/ }; do
-  timeout $((LIMIT + 100)) $PY bench/scaling.py $ARGS --recipes "$r" --seeds 0,1 --budgets $SCREEN_BUDGETS \
+  timeout $((LIMIT + 240)) $PY bench/scaling.py $ARGS --recipes "$r" --seeds 0,1 --budgets $SCREEN_BUDGETS \
     --longest-only --data-cache $CACHE --threads 1 --workers 1 --time-limit "$LIMIT" --tag gpu-screen \
     --out "$OUT/screen-$r.jsonl" > "$OUT/screen-$r.txt" 2>&1 &
 done
 wait $prep
 echo "large pool ready after $(( $(date +%s) - start )) s" | tee -a "$OUT/timeline.txt"
 for r in ${LONG//,/ }; do
-  timeout $((LIMIT + 120)) $PY bench/scaling.py $ARGS --recipes "$r" --seeds 0 --pool-per-class $LARGE_PER_CLASS --batch 128 \
+  timeout $((LIMIT + 240)) $PY bench/scaling.py $ARGS --recipes "$r" --seeds 0 --pool-per-class $LARGE_PER_CLASS --batch 128 \
     --budgets $LONG_BUDGETS --longest-only --data-cache $CACHE --threads 1 --workers 1 \
     --tag gpu-long --out "$OUT/long-$r.jsonl" > "$OUT/long-$r.txt" 2>&1 &
 done

@@ -66,7 +66,7 @@ class DataConfig:
     max_bad_fraction: float = 0.2
 
 
-TARGETS = ("ema", "frozen", "pixels")
+TARGETS = ("ema", "frozen", "pixels", "motion")
 
 
 @dataclass
@@ -104,7 +104,8 @@ class TrainConfig:
     # What the predictor regresses at the masked tubelets. ema: an EMA copy of the context encoder (V-JEPA);
     # frozen: a teacher that never changes, the run's own initialisation or the encoder of ``teacher_run``
     # (SALT's static teacher); pixels: the tubelets' pixels, normalised per tubelet (VideoMAE, SALT's first
-    # stage). With frozen or pixels there is no EMA copy to save: the saved encoder is the context encoder.
+    # stage); motion: the tubelets' frame-to-frame differences, scaled per clip. Without an EMA teacher there is
+    # no EMA copy to save: the saved encoder is the context encoder.
     targets: str = "ema"
     teacher_run: str | None = None  # targets=frozen: a run folder whose encoder is the teacher
     seed: int = 0

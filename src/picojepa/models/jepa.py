@@ -28,7 +28,8 @@ class JEPA(nn.Module):
     """Context encoder + predictor, regressing at the masked tubelets what ``targets`` names: ``ema`` the
     layer-normed tokens of an EMA copy of the context encoder (V-JEPA), ``frozen`` those of a teacher that
     never changes (SALT; the copy made at initialisation unless other weights are loaded into it), ``pixels``
-    the tubelets' own pixels normalised per tubelet (VideoMAE). ``evaluation_encoder`` is the one to keep.
+    the tubelets' own pixels normalised per tubelet (VideoMAE), ``motion`` their frame-to-frame differences
+    (scaled per clip). ``evaluation_encoder`` is the one to keep.
     """
 
     # Under data parallelism: gathers every rank's rows (differentiably) before a batch-statistic regulariser
@@ -39,15 +40,18 @@ class JEPA(nn.Module):
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
                  vicreg_std: float = 1.0, targets: str = "ema") -> None:
         super().__init__()
-        if targets not in ("ema", "frozen", "pixels"):
+        if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
         self.cfg, self.targets = cfg, targets
         self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
         self.reg_on, self.vicreg_std = reg_on, vicreg_std
         self.encoder = VideoViT(cfg)
-        pixels = cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2
-        self.predictor = Predictor(cfg, self.encoder.grid, out_dim=pixels if targets == "pixels" else None)
+        frames = {"pixels": cfg.tubelet_size, "motion": cfg.tubelet_size - 1}.get(targets, 0)
+        if targets == "motion" and not frames:
+            raise ValueError("motion targets need tubelets of at least 2 frames")
+        out_dim = cfg.in_chans * frames * cfg.patch_size**2 if frames else None
+        self.predictor = Predictor(cfg, self.encoder.grid, out_dim=out_dim)
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
@@ -78,6 +82,8 @@ class JEPA(nn.Module):
         with torch.no_grad():
             if self.targets == "pixels":
                 feats = pixel_targets(self.encoder.patchify(video))
+            elif self.targets == "motion":
+                feats = motion_targets(self.encoder.patchify(video), self.cfg.in_chans, self.cfg.tubelet_size)
             else:
                 feats = normalise_targets(self.target_encoder(video), self.target_norm)
         losses, contexts, first_targets = [], [], None
@@ -138,6 +144,16 @@ def pixel_targets(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, keepdim=True, unbiased=False)
     return (patches - mean) / (var + eps).sqrt()
+
+
+def motion_targets(patches: torch.Tensor, channels: int, frames: int, eps: float = 1e-6) -> torch.Tensor:
+    """Flattened tubelets (B, N, C·t·p·p) → their frame-to-frame differences (B, N, C·(t−1)·p·p), scaled to
+    unit RMS per clip. Not per tubelet: a static tubelet's difference is sensor noise, which must stay small
+    rather than be blown up to unit variance; what is left to predict is where and how things move."""
+    B, N, _ = patches.shape
+    x = patches.float().view(B, N, channels, frames, -1)
+    diff = (x[:, :, :, 1:] - x[:, :, :, :-1]).reshape(B, N, -1)
+    return diff / diff.pow(2).mean(dim=(1, 2), keepdim=True).add(eps).sqrt()
 
 
 def jepa_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
