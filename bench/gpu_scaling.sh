@@ -7,6 +7,14 @@
 # fp32 throughout (as on the CPU). Results land in $OUT. Usage: bash bench/gpu_scaling.sh
 set -u
 . "$(dirname "$0")/gpu_session.sh"
+# The device returns only a few files from $OUT: every process writes under $WORK, and a snapshot of it is packed
+# into $OUT/results.tgz every 20 s, so a session cut short by its time limit still returns what it had.
+FINAL_OUT=$OUT
+OUT=${WORK:-/tmp/picojepa-gpu-work}
+mkdir -p "$OUT"
+cp "$FINAL_OUT/device.txt" "$OUT/"
+( while true; do tar czf "$FINAL_OUT/.results.tgz" -C "$OUT" . && mv "$FINAL_OUT/.results.tgz" "$FINAL_OUT/results.tgz"; sleep 20; done ) &
+snapshot=$!
 LIMIT=${LIMIT:-300}  # seconds after which no process starts a new run
 SCREEN=${SCREEN:-vicreg-ema,plain-ema,vicreg-motion,vicreg-ema-mask0.5,vicreg-ema-lr1e-4,vicreg-ema-0.999,vicreg-ema-std0.5,vicreg-frozen,vicreg-pixels,plain-motion}
 LONG=${LONG:-vicreg-ema,vicreg-motion}
@@ -33,6 +41,8 @@ for r in ${LONG//,/ }; do
     --budgets $LONG_BUDGETS --longest-only --data-cache $CACHE --threads 1 --workers 1 \
     --tag gpu-long --out "$OUT/long-$r.jsonl" > "$OUT/long-$r.txt" 2>&1 &
 done
-wait
+wait $(jobs -p | grep -v "^$snapshot$")
 echo "all done after $(( $(date +%s) - start )) s" | tee -a "$OUT/timeline.txt"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv | tee -a "$OUT/device.txt"
+kill $snapshot
+tar czf "$FINAL_OUT/results.tgz" -C "$OUT" .

@@ -61,6 +61,8 @@ RECIPES: dict[str, list[str]] = {
     "plain-motion": ["train.targets=motion", "train.regularizer=none", "train.loss=l2"],
     "vicreg-motion": ["train.targets=motion", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
                       "train.loss=l2"],
+    "vicreg-free-0.7": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                        "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7"],
     "vicreg-frozen": ["train.targets=frozen", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local"],
     "vicreg-pixels": ["train.targets=pixels", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
                       "train.loss=l2"],

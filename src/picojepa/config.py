@@ -96,6 +96,10 @@ class TrainConfig:
     reg_on: str = "local"
     sigreg_directions: int = 256
     vicreg_std: float = 1.0  # the variance hinge's target std per dimension (VICReg: 1)
+    # Layer-normalise the tokens (no gain) before the regulariser: the encoder's final LayerNorm gain, which has no
+    # weight decay, can then neither meet the variance hinge by growing nor inflate the covariance term, and the
+    # hinge's target reads as a share: std γ asks for a local share of at least about γ².
+    reg_scale_free: bool = False
     # Prediction targets: layer (V-JEPA: layer-normed target tokens) or clip (also minus the clip's mean
     # token, unit RMS per clip). Measured (docs/recipes.md): clip is no better with VICReg local, and
     # collapses without a regulariser.

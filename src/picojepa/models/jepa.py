@@ -38,14 +38,14 @@ class JEPA(nn.Module):
 
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
-                 vicreg_std: float = 1.0, targets: str = "ema") -> None:
+                 vicreg_std: float = 1.0, targets: str = "ema", reg_scale_free: bool = False) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
         self.cfg, self.targets = cfg, targets
         self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
-        self.reg_on, self.vicreg_std = reg_on, vicreg_std
+        self.reg_on, self.vicreg_std, self.reg_scale_free = reg_on, vicreg_std, reg_scale_free
         self.encoder = VideoViT(cfg)
         frames = {"pixels": cfg.tubelet_size, "motion": cfg.tubelet_size - 1}.get(targets, 0)
         if targets == "motion" and not frames:
@@ -99,6 +99,8 @@ class JEPA(nn.Module):
             if self.gather_embeddings is not None:  # data parallel: the global batch, in single-process order
                 contexts = [self.gather_embeddings(c) for c in contexts]
                 keeps = [self.gather_embeddings(k) for k in keeps]
+            if self.reg_scale_free:  # the final LayerNorm's gain can then neither meet the hinge nor inflate the cov
+                contexts = [F.layer_norm(c.float(), c.shape[-1:]) for c in contexts]
             if self.reg_on in ("content", "local"):
                 residual = content_residual if self.reg_on == "content" else local_residual
                 n = self.encoder.num_tokens
