@@ -64,7 +64,7 @@ def _crash_at_checkpoint(n: int) -> None:
     def save(state: dict, out: Path) -> None:
         saves["count"] += 1
         if saves["count"] == n:
-            (out / ".checkpoint.pt.crashed.tmp").write_bytes(b"half a checkpoint")
+            (out / ".checkpoint.safetensors.crashed.tmp").write_bytes(b"half a checkpoint")
             os.kill(os.getpid(), signal.SIGKILL)
         original(state, out)
 

@@ -14,6 +14,7 @@ from picojepa import load_encoder
 from picojepa.config import load_config
 from picojepa.errors import CheckpointError, PicoJepaError
 from picojepa.train import pretrain
+from picojepa.train.checkpoint import load_checkpoint
 
 
 def tiny(epochs: int = 2, **over: str):
@@ -26,7 +27,7 @@ def test_pretrain_writes_the_run_folder_and_loss_decreases(video_folder, tmp_pat
     cfg = tiny(epochs=8, **{"train.lr": "0.002"})
     result = pretrain(cfg, video_folder, tmp_path / "run", progress=False, cache_dir=cache_dir)
     run = tmp_path / "run"
-    for name in ("encoder.safetensors", "config.json", "checkpoint.pt", "metrics.jsonl", "skipped.json"):
+    for name in ("encoder.safetensors", "config.json", "checkpoint.safetensors", "metrics.jsonl", "skipped.json"):
         assert (run / name).is_file(), name
     meta = json.loads((run / "config.json").read_text())
     assert meta["finished"] and meta["config"]["preset"] == "tiny" and meta["steps"] == result.steps == 24
@@ -40,7 +41,7 @@ def test_pretrain_writes_the_run_folder_and_loss_decreases(video_folder, tmp_pat
     encoder = load_encoder(run)
     assert not encoder.training
     saved = load_file(str(run / "encoder.safetensors"))
-    state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    state = load_checkpoint(run)["model"]
     # encoder.safetensors is the EMA target encoder, not the online one.
     assert torch.equal(saved["blocks.0.attn.qkv.weight"], state["target_encoder.blocks.0.attn.qkv.weight"])
     assert not torch.equal(saved["blocks.0.attn.qkv.weight"], state["encoder.blocks.0.attn.qkv.weight"])
@@ -54,15 +55,41 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(video_folder, tmp_pa
     with pytest.raises(PicoJepaError, match="--resume"):
         pretrain(cfg, video_folder, tmp_path / "cut", progress=False, cache_dir=cache_dir)
     pretrain(cfg, video_folder, tmp_path / "cut", resume=True, progress=False, cache_dir=cache_dir)
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()  # no pickle is written
     a = load_file(str(tmp_path / "full" / "encoder.safetensors"))
     b = load_file(str(tmp_path / "cut" / "encoder.safetensors"))
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    for key in a:  # bit for bit: weights, optimiser moments and every RNG stream came back exactly
+        assert torch.equal(a[key], b[key]), key
     full_rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     cut_rows = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["loss"] for r in full_rows] == pytest.approx([json.loads(r)["loss"] for r in cut_rows],
-                                                                         abs=1e-5)
+    assert [json.loads(r)["loss"] for r in full_rows] == [json.loads(r)["loss"] for r in cut_rows]
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named at pickling time."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_checkpoint_is_refused_unless_trusted(video_folder, tmp_path, cache_dir):
+    cfg = tiny(epochs=2)
+    run, marker = tmp_path / "cut", tmp_path / "code-ran"
+    pretrain(cfg, video_folder, run, progress=False, cache_dir=cache_dir, max_steps=4)
+    state = load_checkpoint(run)
+    (run / "checkpoint.safetensors").unlink()
+    torch.save({**state, "payload": _Payload(marker)}, run / "checkpoint.pt")  # an older version's format
+    with pytest.raises(CheckpointError, match="--trust-pickle-checkpoint"):
+        pretrain(cfg, video_folder, run, resume=True, progress=False, cache_dir=cache_dir)
+    assert not marker.exists()  # nothing was unpickled
+    pretrain(cfg, video_folder, run, resume=True, progress=False, cache_dir=cache_dir, trust_pickle=True)
+    assert marker.exists()  # trusted: it was loaded (and, being a pickle, ran its code)
+    assert (run / "encoder.safetensors").is_file() and (run / "checkpoint.safetensors").is_file()
+    assert not (run / "checkpoint.pt").exists()  # the run continued in the safe format
 
 
 def test_unusable_videos_are_skipped_and_listed(video_folder, tmp_path, cache_dir):

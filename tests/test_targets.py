@@ -17,6 +17,7 @@ from picojepa.masks import MaskSampler
 from picojepa.models import JEPA
 from picojepa.models.jepa import pixel_targets
 from picojepa.probe.monitor import ProbeMonitor
+from picojepa.train.checkpoint import load_checkpoint
 from picojepa.train.pretrain import Trainer, initial_encoder, pretrain
 
 
@@ -88,7 +89,7 @@ def test_frozen_run_saves_its_context_encoder_and_a_teacher_run_is_loaded_strict
     cfg = load_config("tiny", overrides=[*base, "train.targets=pixels", "train.loss=l2"])
     pretrain(cfg, video_folder, tmp_path / "teacher", progress=False, cache_dir=cache_dir)
     saved = load_file(str(tmp_path / "teacher" / "encoder.safetensors"))
-    state = torch.load(tmp_path / "teacher" / "checkpoint.pt", weights_only=False)["model"]
+    state = load_checkpoint(tmp_path / "teacher")["model"]
     assert torch.equal(saved["blocks.0.attn.qkv.weight"], state["encoder.blocks.0.attn.qkv.weight"])
     assert json.loads((tmp_path / "teacher" / "config.json").read_text())["ema_init_fraction"] is None
 

@@ -87,6 +87,9 @@ def pretrain(
     device: Device = "auto",
     seed: Seed = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    trust_pickle_checkpoint: Annotated[bool, typer.Option(
+        "--trust-pickle-checkpoint", help="With --resume: load an older version's checkpoint.pt, a pickle that "
+                                          "can run code when loaded. Only for files you made or trust.")] = False,
     max_steps: Annotated[int | None, typer.Option(
         "--max-steps", help="Stop after this many steps in this call, leaving a checkpoint for --resume "
                             "(e.g. to fit a cluster's time limit).")] = None,
@@ -106,8 +109,9 @@ def pretrain(
 ) -> None:
     """Pretrain a pico-JEPA encoder on a folder or list of videos (no labels needed).
 
-    Writes OUT/encoder.safetensors (the EMA target encoder), config.json, checkpoint.pt (for
-    --resume), metrics.jsonl and skipped.json (unusable videos with reasons). Under torchrun
+    Writes OUT/encoder.safetensors (the EMA target encoder, or the context encoder when the targets
+    are not an EMA copy), config.json, checkpoint.safetensors (for --resume; no pickle), metrics.jsonl
+    and skipped.json (unusable videos with reasons). Under torchrun
     (torchrun --nproc-per-node K -m picojepa pretrain ...) the K processes train one encoder
     data-parallel: --batch-size is the global batch, split over the ranks; rank 0 writes the run folder.
     """
@@ -128,7 +132,7 @@ def pretrain(
 
         monitor = build_monitor(cfg, eval_data, eval_every, cache_dir=cache_dir, progress=not quiet)
     result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir, max_steps=max_steps,
-                 monitor=monitor)
+                 monitor=monitor, trust_pickle=trust_pickle_checkpoint)
     if env_rank() != 0:
         return
     typer.echo(f"pretrained {result.steps} steps on {result.videos} videos in {result.seconds:.1f} s "

@@ -33,7 +33,7 @@ from ..probe.heads import HEAD_TYPES, uses_pooled_features
 from ..probe.monitor import MONITOR_VIDEOS, ProbeMonitor, subsample_stratified
 from ..progress import info
 from ..train import load_encoder, pretrain
-from ..train.checkpoint import ENCODER_FILE, read_run_config
+from ..train.checkpoint import ENCODER_FILE, has_checkpoint, read_run_config
 from ..train.pretrain import save_initial_encoder
 from ..utils import resolve_device, write_json
 from .backends import Backend, Job, LocalBackend, mark_reused
@@ -257,7 +257,7 @@ def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, c
     """Pretrain (or resume, or reuse) one encoder; returns its facts for the report."""
     if (run_dir / "config.json").exists() and read_run_config(run_dir).get("finished"):
         mark_reused()
-    resume = (run_dir / "checkpoint.pt").exists()
+    resume = has_checkpoint(run_dir)
     info(f"{'reusing' if resume else 'pretraining'} encoder {run_dir.name} ({len(pool.items)} videos)")
     result = pretrain(cfg, pool, run_dir, resume=resume, progress=progress, cache_dir=cache_dir, monitor=monitor)
     meta = read_run_config(run_dir)

@@ -1,4 +1,9 @@
-"""Run folders: ``encoder.safetensors`` + ``config.json`` for use, ``checkpoint.pt`` for resuming.
+"""Run folders: ``encoder.safetensors`` + ``config.json`` for use, ``checkpoint.safetensors`` for resuming.
+
+The resume checkpoint holds no pickle: its tensors (model, optimiser state, torch RNG states) are safetensors,
+everything else (step, config, optimiser settings, NumPy and Python RNG states, skipped videos) is JSON in the
+same file's metadata, so one atomic rename writes both and loading can never run code. The ``checkpoint.pt``
+pickles of older versions are refused unless the caller says it trusts the file.
 
 Everything is written atomically (temp file + rename): an interrupted run never leaves a half-written
 checkpoint behind.
@@ -10,8 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, validate
@@ -21,7 +27,9 @@ from ..utils import atomic_write, write_json
 
 ENCODER_FILE = "encoder.safetensors"
 CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+LEGACY_CHECKPOINT_FILE = "checkpoint.pt"  # a pickle: loaded only when the caller trusts it
+CHECKPOINT_FORMAT = "picojepa-checkpoint-1"
 
 
 def save_encoder(encoder: torch.nn.Module, out: Path) -> None:
@@ -29,18 +37,94 @@ def save_encoder(encoder: torch.nn.Module, out: Path) -> None:
     atomic_write(out / ENCODER_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
 
 
+def has_checkpoint(out: Path) -> bool:
+    """Whether ``out`` holds a resume checkpoint, in this format or the older pickle."""
+    return (out / CHECKPOINT_FILE).is_file() or (out / LEGACY_CHECKPOINT_FILE).is_file()
+
+
 def save_checkpoint(state: dict[str, Any], out: Path) -> None:
-    atomic_write(out / CHECKPOINT_FILE, lambda p: torch.save(state, p))
+    """Write a :meth:`Trainer.state` dict as one safetensors file (tensors) with JSON metadata (the rest)."""
+    tensors, meta = _flatten_state(state)
+    blob = json.dumps(meta)
+    atomic_write(out / CHECKPOINT_FILE, lambda p: save_file(tensors, str(p), metadata={"picojepa": blob}))
+    (out / LEGACY_CHECKPOINT_FILE).unlink(missing_ok=True)  # a resumed old run now has the safe format
 
 
-def load_checkpoint(out: Path) -> dict[str, Any]:
+def load_checkpoint(out: Path, trust_pickle: bool = False) -> dict[str, Any]:
+    """The state dict :func:`save_checkpoint` wrote, loaded without unpickling anything. An older
+    ``checkpoint.pt`` (a pickle, which can run code when loaded) is refused unless ``trust_pickle``."""
     path = out / CHECKPOINT_FILE
-    if not path.is_file():
-        raise CheckpointError(f"no {CHECKPOINT_FILE} in {out}: nothing to resume")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a damaged pickle raises anything from EOFError to UnpicklingError
-        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
+    if path.is_file():
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {})["picojepa"])
+        except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} has format {meta.get('format')!r}; this version reads {CHECKPOINT_FORMAT}")
+        return _unflatten_state(tensors, meta)
+    legacy = out / LEGACY_CHECKPOINT_FILE
+    if legacy.is_file():
+        if not trust_pickle:
+            raise CheckpointError(
+                f"{legacy} is a pickle checkpoint from an older pico-JEPA, and loading a pickle can run arbitrary "
+                f"code. If you made this file yourself or trust its source, resume with --trust-pickle-checkpoint "
+                f"(the run then continues in the safe format)")
+        try:
+            return torch.load(legacy, map_location="cpu", weights_only=False)
+        except Exception as e:  # a damaged pickle raises anything from EOFError to UnpicklingError
+            raise CheckpointError(f"{legacy} is unreadable ({type(e).__name__}: {e})") from e
+    raise CheckpointError(f"no {CHECKPOINT_FILE} in {out}: nothing to resume")
+
+
+def _flatten_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in state["model"].items()}
+    optimizer = state["optimizer"]
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in optimizer["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{index}/{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    rng = state["rng"]
+    tensors["rng/torch"] = rng["torch"]
+    for i, cuda_state in enumerate(rng.get("cuda", [])):
+        tensors[f"rng/cuda/{i}"] = cuda_state
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    version, mt, gauss_next = rng["python"]
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        **{k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")},
+        "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
+        "rng": {"numpy": [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
+                "python": [version, list(mt), gauss_next], "cuda_devices": len(rng.get("cuda", []))},
+    }
+    return tensors, meta
+
+
+def _unflatten_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/", 2)
+            opt_state.setdefault(int(index), {})[name] = value
+    for index, values in meta["optimizer"]["scalars"].items():
+        opt_state.setdefault(int(index), {}).update(values)
+    groups = meta["optimizer"]["param_groups"]
+    for group in groups:  # JSON turned tuples into lists; torch's optimisers expect the tuples back
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    name, keys, pos, has_gauss, cached = meta["rng"]["numpy"]
+    version, mt, gauss_next = meta["rng"]["python"]
+    rng = {"torch": tensors["rng/torch"], "numpy": (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),
+           "python": (version, tuple(mt), gauss_next)}
+    if meta["rng"]["cuda_devices"]:
+        rng["cuda"] = [tensors[f"rng/cuda/{i}"] for i in range(meta["rng"]["cuda_devices"])]
+    rest = {k: v for k, v in meta.items() if k not in ("format", "optimizer", "rng")}
+    return {**rest, "model": model, "optimizer": {"state": opt_state, "param_groups": groups}, "rng": rng}
 
 
 def write_run_config(out: Path, cfg: Config, **meta: Any) -> None:

@@ -220,7 +220,7 @@ def _seed_int(*parts: int) -> int:
 def _check_out_dir(out: Path, resume: bool) -> None:
     if resume:
         return
-    if (out / ckpt.CHECKPOINT_FILE).exists() or (out / ckpt.ENCODER_FILE).exists():
+    if ckpt.has_checkpoint(out) or (out / ckpt.ENCODER_FILE).exists():
         raise PicoJepaError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
 
@@ -265,9 +265,11 @@ def save_initial_encoder(cfg: Config, out: str | Path) -> Path:
 
 def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: bool = False,
              progress: bool = True, max_steps: int | None = None,
-             cache_dir: str | Path | None = None, monitor: Monitor | None = None) -> PretrainResult:
+             cache_dir: str | Path | None = None, monitor: Monitor | None = None,
+             trust_pickle: bool = False) -> PretrainResult:
     """Pretrain an encoder on the videos at ``data``; writes the run folder ``out``.
 
+    ``trust_pickle`` lets ``resume`` load an older version's pickle checkpoint (which can run code).
     ``max_steps`` stops early (as an interruption would), leaving a checkpoint to ``--resume`` from.
     ``monitor`` (e.g. a :class:`picojepa.probe.monitor.ProbeMonitor`) is called at step 0, every
     ``monitor.every`` steps and at the end; its numbers go to ``metrics.jsonl``.
@@ -278,7 +280,7 @@ def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: 
     try:
         with distributed.quiet_unless_main(ctx), deterministic_kernels(cfg.train.deterministic, ctx.device):
             result = _pretrain(cfg, data, Path(out), resume, progress and ctx.is_main, max_steps, cache_dir,
-                               monitor if ctx.is_main else None, ctx)
+                               monitor if ctx.is_main else None, ctx, trust_pickle)
         # Rank 0 still writes the run's files after the last step; a rank that tore the group down meanwhile
         # could abort in gloo's threads ("terminate called without an active exception").
         distributed.barrier(ctx)
@@ -304,14 +306,14 @@ def deterministic_kernels(enabled: bool, device: torch.device) -> Iterator[None]
 
 def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool, progress: bool,
               max_steps: int | None, cache_dir: str | Path | None, monitor: Monitor | None,
-              ctx: distributed.DistContext) -> PretrainResult:
+              ctx: distributed.DistContext, trust_pickle: bool = False) -> PretrainResult:
     main = ctx.is_main  # the only rank that writes to the run folder
     _check_out_dir(out, resume)
     meta = ckpt.read_run_config(out) if resume and (out / ckpt.CONFIG_FILE).exists() else None
     if meta and meta.get("finished"):
         info(f"{out} is already finished ({meta.get('steps')} steps); nothing to resume")
         return _result_from_meta(out, meta)
-    if resume and not (out / ckpt.CHECKPOINT_FILE).exists():
+    if resume and not ckpt.has_checkpoint(out):
         raise PicoJepaError(f"--resume: {out} has no {ckpt.CHECKPOINT_FILE} to continue from")
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -337,7 +339,7 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
 
     start_step = 0
     if resume:
-        state = ckpt.load_checkpoint(out)
+        state = ckpt.load_checkpoint(out, trust_pickle)
         if state.get("data_signature") != signature:
             raise PicoJepaError("--resume: the data or data settings differ from the interrupted run's")
         if state.get("config", {}).get("model") != cfg.to_dict()["model"]:
