@@ -52,3 +52,41 @@ def test_no_module_imports_a_higher_floor() -> None:
             if FLOOR.get(target, -1) > FLOOR[top]:
                 violations.append(f"{path.relative_to(ROOT)} imports {target}")
     assert not violations, violations
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """picojepa module → the picojepa modules it imports (relative imports, lazy or guarded ones too)."""
+    graph: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = list(path.relative_to(ROOT).parent.parts)
+        targets = set()
+        for dots, module, names in RELATIVE_IMPORT.findall(path.read_text()):
+            up = len(dots) - 1
+            base = package[: len(package) - up] if up else package
+            target = ".".join([*base, *(module.split(".") if module else [])])
+            for imported in (n.split(" as ")[0].strip(" ()\n") for n in names.split(",")):
+                child = f"{target}.{imported}" if target else imported
+                targets.add(child if (ROOT / child.replace(".", "/")).with_suffix(".py").exists()
+                            or (ROOT / child.replace(".", "/")).is_dir() else target)
+        graph[name] = targets - {name, ""}
+    return graph
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    graph = _module_graph()
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in trail:
+                cycles.append(" → ".join([*trail[trail.index(nxt):], nxt]))
+            elif len(trail) < 12:
+                visit(nxt, [*trail, nxt])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    # a package's __init__ re-exporting its own modules is not a cycle of the code
+    real = sorted({c for c in cycles if not any(c.startswith(f"{p} → {p}.") for p in graph)})
+    assert not real, real[:5]

@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +36,7 @@ from ..train import load_encoder
 from ..train.checkpoint import ENCODER_FILE
 from ..utils import atomic_write
 from .backends import mark_reused
-
-if TYPE_CHECKING:
-    from .run import ExperimentSettings, LabelledData, Member
+from .settings import ExperimentSettings, LabelledData, Member
 
 
 @dataclass

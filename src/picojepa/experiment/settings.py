@@ -1,0 +1,81 @@
+"""The types every stage of an experiment shares: its settings, its members and its labelled data. They live
+here, below both ``run`` (the orchestration) and ``members`` (one member's job), so neither imports the other
+back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.prepare import PreparedData
+from ..errors import ConfigError
+from ..probe.classifier import PROBE_GRID
+from ..probe.heads import HEAD_TYPES
+
+MODES = ("shared", "independent")
+
+
+@dataclass
+class ExperimentSettings:
+    data: str
+    pretrain_data: str | None = None
+    preset: str = "pico-112"
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    members: int = 4
+    mode: str = "shared"
+    heterogeneous: bool = False
+    seed: int = 0
+    device: str = "auto"
+    head: str = "attentive"
+    probe_epochs: int = 60
+    probe_grid: bool = True  # heads averaged over a learning-rate × weight-decay grid (ProbeConfig.grid); else one
+    probe_inits: int = 1  # heads per grid point, each from its own initialisation (ProbeConfig.inits)
+    num_clips: int = 4
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    bootstrap: int = 2000
+    allow_eval_in_pretrain: bool = False
+    monitor: bool = True  # learning monitor on the General's pretraining (its labelled training split only)
+    low_shot: tuple[int, ...] = ()  # labelled videos per class for the low-shot table (General vs random init)
+
+    @property
+    def head_grid(self) -> tuple[tuple[float, float], ...]:
+        """``ProbeConfig.grid`` of every head this experiment trains."""
+        return PROBE_GRID if self.probe_grid else ()
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.members < 2:
+            raise ConfigError("--members must be at least 2 (an ensemble of one is a single model)")
+        if self.head not in HEAD_TYPES:
+            raise ConfigError(f"--head must be one of {', '.join(HEAD_TYPES)}, got {self.head!r}")
+        if self.probe_inits < 1:
+            raise ConfigError(f"--probe-inits must be at least 1, got {self.probe_inits}")
+        if self.bootstrap < 2000:
+            raise ConfigError("--bootstrap must be at least 2000 resamples")
+        if any(k < 1 for k in self.low_shot):
+            raise ConfigError(f"--low-shot counts must be positive, got {list(self.low_shot)}")
+
+
+@dataclass
+class Member:
+    name: str  # general | partial_i
+    encoder: str  # run folder name under encoders/
+    head: str
+    seed: int
+
+
+@dataclass
+class LabelledData:
+    prepared: PreparedData
+    paths: list[str]  # usable labelled videos, in store order
+    labels: np.ndarray
+    class_names: list[str]
+    split_idx: dict[str, np.ndarray]
+    shard_idx: list[np.ndarray]
+    # Validation is cross-fitted: heads choose their epoch on one half, and the second-level fits (weights,
+    # stacker, best single member) use the other, so no choice is fitted on outputs already tuned to it.
+    val_select: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
+    val_fit: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
