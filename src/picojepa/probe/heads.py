@@ -59,7 +59,7 @@ class AttentiveHead(nn.Module):
 
     def forward_unfolded(self, tokens: torch.Tensor) -> torch.Tensor:
         """The same head as V-JEPA writes it, ``nn.MultiheadAttention`` projecting every token: the reference
-        that tests and ``bench/probe_head.py`` hold :meth:`forward` to."""
+        that tests and ``bench/speed/probe_head.py`` hold :meth:`forward` to."""
         kv = self.norm_in(tokens)
         query = self.query.expand(tokens.shape[0], -1, -1)
         attended, _ = self.attn(self.norm_q(query), kv, kv, need_weights=False)
@@ -72,7 +72,7 @@ class AttentiveHead(nn.Module):
         token. The query is the same for every clip, so its score against a token's key is a dot product
         of the token with one folded vector per head (the key bias adds a constant the softmax ignores),
         and the value projection commutes with the attention-weighted sum: 3.5× faster per training step
-        (bench/probe_head.py), equal to ``nn.MultiheadAttention`` up to float rounding (tested)."""
+        (bench/speed/probe_head.py), equal to ``nn.MultiheadAttention`` up to float rounding (tested)."""
         B, _, D = kv.shape
         H = self.attn.num_heads
         w_q, w_k, w_v = self.attn.in_proj_weight.view(3, H, D // H, D).unbind(0)

@@ -18,8 +18,8 @@ learning monitor inside one run, next to the separate runs whose schedules end t
 Videos are rendered in memory (no video files, so no PyAV: it runs on a bare GPU image). Rows are appended
 as JSON lines; ``--report`` turns them into a Markdown table and a figure.
 
-    PYTHONPATH=src python bench/scaling.py --recipes default,frozen --seeds 0,1,2 --budgets 10000,20000,40000,80000
-    PYTHONPATH=src python bench/scaling.py --report bench/results/scaling.jsonl --out-md docs/scaling.md
+    PYTHONPATH=src python bench/learning/scaling.py --recipes vicreg-ema --seeds 0,1,2 --budgets 10000,20000,40000,80000
+    PYTHONPATH=src python bench/learning/scaling.py --report bench/results/scaling.jsonl --out-md docs/scaling.md
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from inmemory import ArrayStore, pretrain_in_memory, render_set
+from inmemory import ArrayStore, check_recipes, pretrain_in_memory, render_set
 
 from picojepa.config import Config, default_cache_side, load_config
 from picojepa.data.splits import stratified_split
@@ -82,14 +82,6 @@ RECIPES: dict[str, list[str]] = {
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
-
-
-def check_recipes(recipes: dict[str, list[str]]) -> None:
-    for name, overrides in recipes.items():
-        keys = {o.split("=", 1)[0] for o in overrides}
-        missing = {"train.regularizer", "train.targets"} - keys
-        if missing:
-            raise SystemExit(f"recipe {name!r} must state {', '.join(sorted(missing))} explicitly")
 
 
 # ------------------------------------------------------------------------------------------- evaluation

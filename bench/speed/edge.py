@@ -1,10 +1,10 @@
 """Edge inference: torch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
 
-    PYTHONPATH=src python bench/edge.py latency [--preset pico-112]      # one member and the 4-member graph
-    PYTHONPATH=src python bench/edge.py profile [--preset pico-112]      # where one clip's time goes
-    PYTHONPATH=src python bench/edge.py accuracy --experiment EXP       # int8 vs fp32 on EXP's test split
-    PYTHONPATH=src python bench/edge.py int8-methods --experiment EXP   # dynamic vs static (calibrated) int8
-    PYTHONPATH=src python bench/edge.py stream-memory [--minutes 1 60]  # peak RSS of streaming prediction
+    PYTHONPATH=src python bench/speed/edge.py latency [--preset pico-112]      # one member and the 4-member graph
+    PYTHONPATH=src python bench/speed/edge.py profile [--preset pico-112]      # where one clip's time goes
+    PYTHONPATH=src python bench/speed/edge.py accuracy --experiment EXP       # int8 vs fp32 on EXP's test split
+    PYTHONPATH=src python bench/speed/edge.py int8-methods --experiment EXP   # dynamic vs static (calibrated) int8
+    PYTHONPATH=src python bench/speed/edge.py stream-memory [--minutes 1 60]  # peak RSS of streaming prediction
 
 ``latency``: per-clip latency at batch 1 and clips/s at batches of 8 and 32 clips, for one member (encoder +
 linear head) and for the ensemble graph of 4 members with their own encoders (the independent protocol, the

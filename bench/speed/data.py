@@ -1,7 +1,7 @@
 """Data-path speed on this machine: decoding, pre-flight scan, clip cache and loader; one JSON line each.
 
-    PYTHONPATH=src python bench/data.py            # full run (1-2 minutes on 2 cores)
-    PYTHONPATH=src python bench/data.py --quick    # under a minute: fewer files, sizes and repeats
+    PYTHONPATH=src python bench/speed/data.py            # full run (1-2 minutes on 2 cores)
+    PYTHONPATH=src python bench/speed/data.py --quick    # under a minute: fewer files, sizes and repeats
 
 Every line carries the machine (CPU count, load average), library versions, the settings and the
 median wall time of the repeats that follow one warm-up. Decoding rates are given per video, per

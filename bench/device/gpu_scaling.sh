@@ -4,7 +4,7 @@
 #    10k / 20k / 40k inside it, in parallel processes sharing the GPU;
 #  - the longest curve: 400k clip-steps at batch 128 on a 12-class x 1,000-video pool, read at 25k-200k, for
 #    the default recipe and the candidate.
-# fp32 throughout (as on the CPU). Results land in $OUT. Usage: bash bench/gpu_scaling.sh
+# fp32 throughout (as on the CPU). Results land in $OUT. Usage: bash bench/device/gpu_scaling.sh
 set -u
 . "$(dirname "$0")/gpu_session.sh"
 # The device returns only a few files from $OUT: every process writes under $WORK, and a snapshot of it is packed
@@ -25,19 +25,19 @@ ARGS=${ARGS:-}  # extra arguments for every process (a CPU dry run shrinks the s
 CACHE=${CACHE:-/dev/shm/picojepa-scaling}
 nproc | tee -a "$OUT/device.txt"
 start=$(date +%s)
-$PY bench/scaling.py $ARGS --prepare-only --data-cache $CACHE --workers 16 > "$OUT/prepare.txt" 2>&1
-$PY bench/scaling.py $ARGS --prepare-only --data-cache $CACHE --workers 6 --pool-per-class $LARGE_PER_CLASS > "$OUT/prepare-large.txt" 2>&1 &
+$PY bench/learning/scaling.py $ARGS --prepare-only --data-cache $CACHE --workers 16 > "$OUT/prepare.txt" 2>&1
+$PY bench/learning/scaling.py $ARGS --prepare-only --data-cache $CACHE --workers 6 --pool-per-class $LARGE_PER_CLASS > "$OUT/prepare-large.txt" 2>&1 &
 prep=$!
 echo "demo data ready after $(( $(date +%s) - start )) s" | tee -a "$OUT/timeline.txt"
 for r in ${SCREEN//,/ }; do
-  timeout $((LIMIT + 240)) $PY bench/scaling.py $ARGS --recipes "$r" --seeds 0,1 --budgets $SCREEN_BUDGETS \
+  timeout $((LIMIT + 240)) $PY bench/learning/scaling.py $ARGS --recipes "$r" --seeds 0,1 --budgets $SCREEN_BUDGETS \
     --longest-only --data-cache $CACHE --threads 1 --workers 1 --time-limit "$LIMIT" --tag gpu-screen \
     --out "$OUT/screen-$r.jsonl" > "$OUT/screen-$r.txt" 2>&1 &
 done
 wait $prep
 echo "large pool ready after $(( $(date +%s) - start )) s" | tee -a "$OUT/timeline.txt"
 for r in ${LONG//,/ }; do
-  timeout $((LIMIT + 240)) $PY bench/scaling.py $ARGS --recipes "$r" --seeds 0 --pool-per-class $LARGE_PER_CLASS --batch 128 \
+  timeout $((LIMIT + 240)) $PY bench/learning/scaling.py $ARGS --recipes "$r" --seeds 0 --pool-per-class $LARGE_PER_CLASS --batch 128 \
     --budgets $LONG_BUDGETS --longest-only --data-cache $CACHE --threads 1 --workers 1 \
     --tag gpu-long --out "$OUT/long-$r.jsonl" > "$OUT/long-$r.txt" 2>&1 &
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of the command line itself: generate videos, pretrain with the GPU-resident cache, run a
-# small experiment. PyAV comes from a wheel carried in .whl/. Usage: bash bench/gpu_smoke.sh
+# small experiment. PyAV comes from a wheel carried in .whl/. Usage: bash bench/device/gpu_smoke.sh
 set -eu
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"

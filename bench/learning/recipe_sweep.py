@@ -6,8 +6,8 @@ then scores the EMA encoder *and* the random-init encoder (same architecture and
 attentive and linear probes on held-out labelled clips: 60/20/20 stratified splits, epoch chosen on
 validation, test accuracy averaged over split seeds. Prints a table and appends JSON lines.
 
-    PYTHONPATH=src python bench/recipe_sweep.py --device cuda --recipes all --budget 40000
-    PYTHONPATH=src python bench/recipe_sweep.py --device cpu --recipes vjepa,future2 --budget 2000 --quick
+    PYTHONPATH=src python bench/learning/recipe_sweep.py --device cuda --recipes all --budget 40000
+    PYTHONPATH=src python bench/learning/recipe_sweep.py --device cpu --recipes vjepa,future2 --budget 2000 --quick
 """
 
 from __future__ import annotations
@@ -22,99 +22,52 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from inmemory import ArrayStore, check_recipes, pretrain_in_memory, render_set
 
-from picojepa.config import Config, default_cache_side, load_config
-from picojepa.data.dataset import TrainBatch, clip_indices
+from picojepa.config import default_cache_side, load_config
 from picojepa.data.splits import stratified_split
-from picojepa.datasets.synth import CLASS_NAMES, render_video
+from picojepa.datasets.synth import CLASS_NAMES
 from picojepa.probe.classifier import ProbeConfig, head_probabilities, train_head
 from picojepa.probe.features import extract_features
-from picojepa.train.pretrain import Trainer, initial_encoder
+from picojepa.train.pretrain import initial_encoder
 
 BASE = ["model.img_size=64", "data.frame_stride=2"]
+# Every recipe states its regulariser (and its targets): since VICReg became the library default, a recipe that
+# left them out silently measured VICReg instead of the plain objective it was named after.
+PLAIN = ["train.targets=ema", "train.regularizer=none"]
+VICREG_LOCAL_1 = ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local"]
 RECIPES: dict[str, list[str]] = {
-    "vjepa": [],  # V-JEPA's objective with this project's defaults (EMA capped to the run, stretch 1.25)
-    "vicreg-local-3": ["train.regularizer=vicreg", "train.reg_weight=3.0", "train.reg_on=local"],
-    "vicreg-local-1-lr1e-3": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
-                              "train.lr=1e-3"],
-    "vicreg-local-0.1": ["train.regularizer=vicreg", "train.reg_weight=0.1", "train.reg_on=local"],
-    "vicreg-local-1": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local"],
-    "sigreg-local-0.05": ["train.regularizer=sigreg", "train.reg_weight=0.05", "train.reg_on=local"],
-    "sigreg-local-0.5": ["train.regularizer=sigreg", "train.reg_weight=0.5", "train.reg_on=local"],
-    "future2+vicreg-local-1": ["mask.future_slices=2", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                               "train.reg_on=local"],
-    "stopgrad+sigreg-local-0.5": ["train.ema_start=0", "train.ema_end=0", "train.regularizer=sigreg",
-                                  "train.reg_weight=0.5", "train.reg_on=local"],  # LeJEPA-like: no EMA teacher
-    "patch8+vicreg-local-1": ["model.patch_size=8", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                              "train.reg_on=local"],
-    "clip-target+vicreg-local-1": ["train.target_norm=clip", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                   "train.reg_on=local"],
-    "clip-target": ["train.target_norm=clip", "train.regularizer=none"],
-    "vicreg-tokens-1": ["train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=tokens"],
-    "no-ema-cap": ["train.ema_max_init_fraction=1.0"],  # the old behaviour: EMA mostly init after short runs
-    "lr2e-4": ["train.lr=2e-4"],
-    "lr1e-3": ["train.lr=1e-3"],
-    "long-range": ["mask.long_range=true"],
-    "tube": ["mask.type=tube"],
-    "future2": ["mask.future_slices=2"],
-    "vicreg": ["train.regularizer=vicreg", "train.reg_weight=0.1"],
-    "sigreg": ["train.regularizer=sigreg", "train.reg_weight=0.05"],
-    "patch8": ["model.patch_size=8"],
+    "vjepa": PLAIN,  # V-JEPA's objective with this project's defaults (EMA capped to the run, stretch 1.25)
+    "vicreg-local-3": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=3.0", "train.reg_on=local"],
+    "vicreg-local-1-lr1e-3": [*VICREG_LOCAL_1, "train.lr=1e-3"],
+    "vicreg-local-0.1": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=0.1", "train.reg_on=local"],
+    "vicreg-local-1": VICREG_LOCAL_1,
+    "sigreg-local-0.05": ["train.targets=ema", "train.regularizer=sigreg", "train.reg_weight=0.05",
+                          "train.reg_on=local"],
+    "sigreg-local-0.5": ["train.targets=ema", "train.regularizer=sigreg", "train.reg_weight=0.5", "train.reg_on=local"],
+    "future2+vicreg-local-1": ["mask.future_slices=2", *VICREG_LOCAL_1],
+    "stopgrad+sigreg-local-0.5": ["train.ema_start=0", "train.ema_end=0", "train.targets=ema",
+                                  "train.regularizer=sigreg", "train.reg_weight=0.5",
+                                  "train.reg_on=local"],  # LeJEPA-like: no EMA teacher
+    "patch8+vicreg-local-1": ["model.patch_size=8", *VICREG_LOCAL_1],
+    "clip-target+vicreg-local-1": ["train.target_norm=clip", *VICREG_LOCAL_1],
+    "clip-target": ["train.target_norm=clip", *PLAIN],
+    "vicreg-tokens-1": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                        "train.reg_on=tokens"],
+    "no-ema-cap": ["train.ema_max_init_fraction=1.0", *PLAIN],  # the old behaviour: EMA mostly init after short runs
+    "lr2e-4": ["train.lr=2e-4", *PLAIN],
+    "lr1e-3": ["train.lr=1e-3", *PLAIN],
+    "long-range": ["mask.long_range=true", *PLAIN],
+    "tube": ["mask.type=tube", *PLAIN],
+    "future2": ["mask.future_slices=2", *PLAIN],
+    "vicreg": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=0.1", "train.reg_on=tokens"],
+    "sigreg": ["train.targets=ema", "train.regularizer=sigreg", "train.reg_weight=0.05", "train.reg_on=tokens"],
+    "patch8": ["model.patch_size=8", *PLAIN],
 }
 # Labelled tasks over the labelled set's classes: motion kinds, and direction pairs.
 LABELLED = ("move_left", "move_right", "rotate_cw", "rotate_ccw", "approach", "oscillate")
 TASKS = {"kinds": ("move_right", "rotate_cw", "approach", "oscillate"),
          "directions": ("move_left", "move_right", "rotate_cw", "rotate_ccw")}
-
-
-def _render(job: tuple[str, int, int, int, int, str, int, int]) -> np.ndarray:
-    """One video as the clip cache would hold it: every stride-th frame, resized to (side, side)."""
-    name, index, seed, size, frames, difficulty, stride, side = job
-    torch.set_num_threads(1)
-    rng = np.random.default_rng([seed, CLASS_NAMES.index(name), index])
-    clip = torch.from_numpy(render_video(name, rng, size, frames, difficulty)[::stride])
-    x = clip.permute(0, 3, 1, 2).float()
-    y = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def render_set(classes: tuple[str, ...], per_class: int, seed: int, args: argparse.Namespace,
-               side: int) -> tuple[torch.Tensor, np.ndarray]:
-    """uint8 (V, F, side, side, 3) strided frames, rendered in parallel, and labels (V,)."""
-    jobs = [(c, i, seed, args.size, args.frames, args.difficulty, args.stride, side)
-            for c in classes for i in range(per_class)]
-    with mp.get_context("fork").Pool(args.workers) as pool:
-        clips = pool.map(_render, jobs, chunksize=8)
-    labels = np.repeat(np.arange(len(classes)), per_class)
-    return torch.from_numpy(np.stack(clips)), labels
-
-
-class ArrayStore:
-    """The FrameStore interface over in-memory arrays (what feature extraction reads)."""
-
-    def __init__(self, frames: torch.Tensor) -> None:
-        self.array = frames.numpy()
-        self.videos = [f"video_{i}" for i in range(len(frames))]
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def frames(self, index: int) -> np.ndarray:
-        return self.array[index]
-
-
-def pretrain_in_memory(cfg: Config, bank: torch.Tensor, steps: int, batch: int, device: torch.device) -> Trainer:
-    trainer = Trainer(cfg, device, steps, amp=False)  # fp32 everywhere, so GPU findings carry to the CPU
-    rng = np.random.default_rng(cfg.train.seed)
-    frames_per_video, T = bank.shape[1], cfg.model.num_frames
-    for step in range(steps):
-        idx = torch.from_numpy(rng.choice(len(bank), batch, replace=False))
-        starts = rng.integers(0, max(1, frames_per_video - T + 1), batch)
-        t = torch.from_numpy(np.stack([clip_indices(frames_per_video, T, int(s)) for s in starts]))
-        clips = bank[idx[:, None], t]
-        trainer.step(TrainBatch(clips, trainer.masks(batch, [cfg.train.seed, 7, step]), step, []))
-    return trainer
 
 
 def probe_scores(encoder: torch.nn.Module, store: ArrayStore, labels: np.ndarray, args: argparse.Namespace,
@@ -174,6 +127,7 @@ def main() -> None:
     args.fractions = tuple(float(f) for f in args.fractions.split(","))
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_recipes(RECIPES)
     names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU
@@ -181,8 +135,10 @@ def main() -> None:
 
     first = load_config(args.preset, overrides=[*BASE, *args.extra])
     side = default_cache_side(first.model.img_size)
-    pool, _ = render_set(CLASS_NAMES[: args.pool_classes], args.pool_per_class, 1, args, side)
-    labelled, labels = render_set(LABELLED, args.labelled_per_class, 2, args, side)
+    render = dict(size=args.size, frames=args.frames, difficulty=args.difficulty, stride=args.stride, side=side,
+                  workers=args.workers)
+    pool, _ = render_set(CLASS_NAMES[: args.pool_classes], args.pool_per_class, 1, **render)
+    labelled, labels = render_set(LABELLED, args.labelled_per_class, 2, **render)
     bank = pool.to(device)
     store = ArrayStore(labelled)
     print(f"rendered {len(pool)} pool + {len(labelled)} labelled videos in {time.perf_counter() - t0:.0f} s "
@@ -210,7 +166,7 @@ def main() -> None:
         t = time.perf_counter()
         trainer = pretrain_in_memory(cfg, bank, steps, args.batch, device)
         train_s = time.perf_counter() - t
-        scores = probe_scores(trainer.model.target_encoder, store, labels, args, device)
+        scores = probe_scores(trainer.model.evaluation_encoder, store, labels, args, device)
         online = probe_scores(trainer.model.encoder, store, labels, args, device) if args.online else {}
         gains = {k: scores[k] - random_cache[key][k] for k in scores}
         print(f"{name:18s} {train_s:5.0f} " + " ".join(f"{v:8.3f} ({gains[k]:+.3f})" for k, v in scores.items()),

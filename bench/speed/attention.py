@@ -1,6 +1,6 @@
 """Attention kernels at pico shapes (heads of 24 dims): forward+backward time per SDPA backend.
 
-    PYTHONPATH=src python bench/attention.py --device cuda --batch-size 256
+    PYTHONPATH=src python bench/speed/attention.py --device cuda --batch-size 256
 """
 
 from __future__ import annotations

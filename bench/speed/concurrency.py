@@ -11,8 +11,8 @@ fits) filled with synthetic clips: no decoder, no files, no network — only ``P
    pretraining, then frozen features of a labelled set (heads are negligible next to these) — run one
    job after another in one process, then on 4 concurrent processes (``--gpus-per-member 0.25``).
 
-    PYTHONPATH=src python bench/concurrency.py                     # GPU defaults: pico, under ~4 minutes
-    PYTHONPATH=src python bench/concurrency.py --device cpu --preset tiny --quick      # smoke run
+    PYTHONPATH=src python bench/speed/concurrency.py                     # GPU defaults: pico, under ~4 minutes
+    PYTHONPATH=src python bench/speed/concurrency.py --device cpu --preset tiny --quick      # smoke run
 
 Prints two tables and appends one JSON line per measurement to ``<results>/<date>-<device>-concurrency.jsonl``.
 """

@@ -1,8 +1,8 @@
 """Pretraining step speed: clips/s, ms/step, peak memory and MFU, one JSON line per measurement.
 
-    PYTHONPATH=src python bench/pretrain.py --preset pico-112 --device cpu --batch-size 8
-    PYTHONPATH=src python bench/pretrain.py --preset pico --device cuda --batch-size 256 --compile --ablate
-    PYTHONPATH=src python bench/pretrain.py --preset pico --device cuda --batch-size 256 --compile --data bank
+    PYTHONPATH=src python bench/speed/pretrain.py --preset pico-112 --device cpu --batch-size 8
+    PYTHONPATH=src python bench/speed/pretrain.py --preset pico --device cuda --batch-size 256 --compile --ablate
+    PYTHONPATH=src python bench/speed/pretrain.py --preset pico --device cuda --batch-size 256 --compile --data bank
 
 ``--data synthetic`` (default) feeds random uint8 frames already on the device: the step alone.
 ``--data bank`` samples clips from a GPU-resident uint8 clip bank (the real pretraining path when the

@@ -12,7 +12,7 @@ scratch in a fresh folder. Three runs:
 ``ray`` and ``local-1-thread`` use the same thread count per job, so their ``report.json`` must agree
 exactly (timings aside); the bench checks it.
 
-    PYTHONPATH=src python bench/backends.py                      # tiny preset, 4 members (a few minutes on 2 cores)
+    PYTHONPATH=src python bench/speed/backends.py                # tiny preset, 4 members (a few minutes on 2 cores)
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Ensemble inference speed: videos/s of `predict` with N members, against the decode-only ceiling and
 the model-only speed. One JSON line per measurement.
 
-    PYTHONPATH=src python bench/predict.py --preset pico-112 --device cpu --videos 32
-    PYTHONPATH=src python bench/predict.py --preset pico --device cuda --videos 256 --workers 12
+    PYTHONPATH=src python bench/speed/predict.py --preset pico-112 --device cpu --videos 32
+    PYTHONPATH=src python bench/speed/predict.py --preset pico --device cuda --videos 256 --workers 12
 
 Needs PyAV (it writes and decodes real mp4 files). The members have random weights: speed does not
 depend on what they learned.

@@ -1,8 +1,8 @@
 """The attentive probe's training step: its folded one-query attention against nn.MultiheadAttention
 (the same head, every token projected), and what the default grid of four heads costs per epoch.
 
-    PYTHONPATH=src python bench/probe_head.py            # pico shapes: 64 tokens of 192 dims, batch 64
-    PYTHONPATH=src python bench/probe_head.py --tokens 196
+    PYTHONPATH=src python bench/speed/probe_head.py            # pico shapes: 64 tokens of 192 dims, batch 64
+    PYTHONPATH=src python bench/speed/probe_head.py --tokens 196
 """
 
 from __future__ import annotations

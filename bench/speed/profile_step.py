@@ -1,6 +1,6 @@
 """Where the time of one pretraining step goes: torch.profiler's top operators, by device time.
 
-    PYTHONPATH=src python bench/profile_step.py --preset pico --device cuda --batch-size 256
+    PYTHONPATH=src python bench/speed/profile_step.py --preset pico --device cuda --batch-size 256
 """
 
 from __future__ import annotations
