@@ -160,3 +160,62 @@ def test_save_rejects_overlapping_splits(tmp_path):
     with pytest.raises(DataError, match="splits must be disjoint"):
         save_splits(tmp_path / "s.json", ["x", "y", "z"], [0, 0, 0], ["a"], splits)
     assert not (tmp_path / "s.json").exists()
+
+
+def test_grouped_split_never_puts_a_group_on_both_sides():
+    from picojepa.data.splits import grouped_stratified_split
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 40)
+    groups = [f"c{c}-s{rng.integers(0, 8)}" for c in labels]  # subjects with unequal numbers of clips
+    for seed in range(5):
+        split = grouped_stratified_split(labels, groups, (0.6, 0.2, 0.2), seed=seed)
+        assert sorted(np.concatenate(list(split.values())).tolist()) == list(range(len(labels)))
+        owner = {}
+        for name, idx in split.items():
+            for i in idx:
+                assert owner.setdefault(groups[i], name) == name, groups[i]
+            assert set(labels[idx]) == set(range(4))  # every class on every side
+        assert abs(len(split["train"]) / len(labels) - 0.6) < 0.15
+
+
+def test_grouped_split_explains_a_class_with_too_few_groups():
+    from picojepa.data.splits import grouped_stratified_split
+
+    labels = np.array([0] * 6 + [1] * 6)
+    groups = ["a"] * 3 + ["b"] * 3 + [f"x{i}" for i in range(6)]
+    with pytest.raises(DataError, match="2 group"):
+        grouped_stratified_split(labels, groups, (0.6, 0.2, 0.2), class_names=["zumba", "abseiling"])
+
+
+def test_group_keys_take_the_first_capture_group_and_refuse_unmatched_paths():
+    from picojepa.data.splits import group_keys
+
+    paths = ["ucf/v_Run_g01_c02.avi", "ucf/v_Run_g01_c03.avi", "ucf/v_Jump_g07_c01.avi"]
+    assert group_keys(paths, r"_g(\d+)_") == ["01", "01", "07"]
+    assert group_keys(paths, r"v_[A-Za-z]+") == ["v_Run", "v_Run", "v_Jump"]
+    with pytest.raises(DataError, match="matches no part"):
+        group_keys([*paths, "other/clip.mp4"], r"_g(\d+)_")
+    assert group_keys([*paths, "other/clip.mp4"], r"_g(\d+)_", strict=False)[-1] is None
+    with pytest.raises(ConfigError, match="regular expression"):
+        group_keys(paths, "(")
+
+
+def test_pretraining_pool_loses_the_held_out_groups_videos(tmp_path):
+    from picojepa.experiment.run import pretraining_pool
+    from picojepa.experiment.settings import ExperimentSettings, LabelledData
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for name in ("v_Run_g01_c01.mp4", "v_Run_g01_c09.mp4", "v_Run_g02_c01.mp4", "unrelated.mp4"):
+        (pool / name).write_bytes(b"")  # listed, never decoded here
+    paths = [str(tmp_path / "lab" / n) for n in ("v_Run_g01_c02.mp4", "v_Run_g02_c02.mp4", "v_Run_g03_c02.mp4")]
+    data = LabelledData(prepared=None, paths=paths, labels=np.zeros(3, dtype=int), class_names=["run"],
+                        split_idx={"train": np.array([1]), "val": np.array([2]), "test": np.array([0])},
+                        shard_idx=[])
+    settings = ExperimentSettings(data=str(tmp_path / "lab"), pretrain_data=str(pool), group_by=r"_g(\d+)_")
+    kept, meta = pretraining_pool(settings, data)
+    assert sorted(p.path.name for p in kept.items) == ["unrelated.mp4", "v_Run_g02_c01.mp4"]  # g01 is test's
+    assert meta["removed_val_test"] == 2
+    settings.group_by = None
+    assert len(pretraining_pool(settings, data)[0].items) == 4

@@ -27,6 +27,18 @@ def counts(text: str, option: str) -> tuple[int, ...]:
 
 
 
+def shares(text: str, option: str, count: int) -> tuple[float, ...]:
+    """"0.5,0.1,0.4" → (0.5, 0.1, 0.4): ``count`` positive numbers summing to 1, or a clear error."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count or any(v <= 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise PicoJepaError(f"{option} takes {count} positive comma-separated shares summing to 1, such as "
+                            f"0.6,0.2,0.2; got {text!r}")
+    return values
+
+
 # Shared option types -------------------------------------------------------------------------
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Named config: pico (224 px), pico-112, tiny.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file with config sections.")]

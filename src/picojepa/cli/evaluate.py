@@ -23,6 +23,7 @@ from .common import (
     Preset,
     Quiet,
     counts,
+    shares,
 )
 
 
@@ -100,6 +101,12 @@ def experiment(
                                          min=1)] = 1,
     allow_eval_in_pretrain: Annotated[bool, typer.Option(
         help="Let validation/test videos into the pretraining pool (off: they are removed).")] = False,
+    fractions: Annotated[str, typer.Option(
+        help="Train, validation and test shares of the labelled videos, stratified by class.")] = "0.6,0.2,0.2",
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="Regular expression naming each video's group in its path (its first capture group, "
+                           r"else the match), e.g. '_g(\d+)_' for UCF101 subjects: no group is ever on both sides "
+                           "of a split, and the pool loses held-out groups' videos too.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -142,7 +149,8 @@ def experiment(
         config=str(config) if config else None, overrides=extra, members=members, mode=mode,
         heterogeneous=heterogeneous, seed=seed, device=device, head=head, probe_epochs=probe_epochs,
         probe_grid=probe_grid, probe_inits=probe_inits, num_clips=num_clips, bootstrap=bootstrap,
-        allow_eval_in_pretrain=allow_eval_in_pretrain, low_shot=counts(low_shot, "--low-shot"))
+        allow_eval_in_pretrain=allow_eval_in_pretrain, low_shot=counts(low_shot, "--low-shot"),
+        fractions=shares(fractions, "--fractions", 3), group_by=group_by)
     with make_backend(backend, address=ray_address, cpus_per_member=cpus_per_member,
                       gpus_per_member=gpus_per_member, progress=not quiet) as jobs:
         if repeats > 1:

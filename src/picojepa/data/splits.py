@@ -111,6 +111,77 @@ def stratified_split(
     return {name: np.sort(np.concatenate(part)) for name, part in zip(SPLIT_NAMES, parts, strict=True)}
 
 
+def group_keys(paths: Sequence[str | Path], pattern: str, strict: bool = True) -> list[str | None]:
+    """The group of every video: the first capture group of ``pattern`` searched in its path (the whole match
+    when the pattern has no group), e.g. ``_g(\\d+)_`` for UCF101's subjects or ``^(.*)_\\d+_\\d+`` for
+    clips cut from one source video. A path the pattern does not match is an error (``strict``: labelled videos
+    must all have a group), or has no group (None: e.g. a pretraining pool's unrelated videos)."""
+    import re
+
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"--group-by {pattern!r} is not a valid regular expression: {e}") from None
+    keys, unmatched = [], []
+    for path in paths:
+        text = Path(path).as_posix()
+        match = regex.search(text)
+        if match is None:
+            unmatched.append(text)
+            keys.append(None)
+            continue
+        keys.append(match.group(1) if regex.groups else match.group(0))
+    if unmatched and strict:
+        raise DataError(f"--group-by {pattern!r} matches no part of {len(unmatched)} video path(s), e.g. "
+                        f"{unmatched[0]!r}; every video needs a group")
+    return keys
+
+
+def grouped_stratified_split(
+    labels: Sequence[int] | ArrayLike,
+    groups: Sequence[str],
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Like :func:`stratified_split`, but whole groups go to one split: no group (a subject, a source video)
+    is ever on both sides. Groups are dealt largest first, in a seeded order, each to the split furthest
+    behind its share for the group's classes — first to a split that has none of the group's main class yet,
+    so every class reaches every split when it has at least three groups."""
+    y = _as_labels(labels)
+    f = _check_fractions(fractions)
+    if len(groups) != len(y):
+        raise DataError(f"got {len(groups)} group keys for {len(y)} videos")
+    keys = np.asarray([str(g) for g in groups])
+    names, members = np.unique(keys, return_inverse=True)
+    num_classes = int(y.max()) + 1
+    per_group = np.zeros((len(names), num_classes), dtype=np.int64)
+    np.add.at(per_group, (members, y), 1)
+    totals = per_group.sum(axis=0)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(names))
+    order = order[np.argsort(-per_group[order].sum(axis=1), kind="stable")]
+    counts = np.zeros((len(SPLIT_NAMES), num_classes), dtype=np.float64)
+    assign = np.empty(len(names), dtype=np.int64)
+    for g in order:
+        mix = per_group[g]
+        main = int(np.argmax(mix))
+        deficit = ((f[:, None] * totals[None, :] - counts) * mix[None, :]).sum(axis=1) / max(mix.sum(), 1)
+        lacking = counts[:, main] == 0
+        choice = int(np.argmax(np.where(lacking, deficit, -np.inf))) if lacking.any() else int(np.argmax(deficit))
+        assign[g] = choice
+        counts[choice] += mix
+    for label in np.flatnonzero(totals):
+        empty = [SPLIT_NAMES[k] for k in range(len(SPLIT_NAMES)) if counts[k, label] == 0]
+        if empty:
+            n_groups = int((per_group[:, label] > 0).sum())
+            raise DataError(f"{_class_name(int(label), class_names)} is in {n_groups} group(s), so the grouped "
+                            f"split leaves {', '.join(empty)} without it; every class needs at least "
+                            f"{len(SPLIT_NAMES)} groups (or drop --group-by)")
+    video_split = assign[members]
+    return {name: np.flatnonzero(video_split == k) for k, name in enumerate(SPLIT_NAMES)}
+
+
 def stratified_shards(
     indices: ArrayLike,
     labels: Sequence[int] | ArrayLike,

@@ -22,7 +22,14 @@ import numpy as np
 from ..config import Config, load_config
 from ..data.prepare import PreparedData, prepare_videos, skipped_records
 from ..data.sources import VideoItem, VideoSet, load_videos
-from ..data.splits import load_splits, save_splits, stratified_shards, stratified_split
+from ..data.splits import (
+    group_keys,
+    grouped_stratified_split,
+    load_splits,
+    save_splits,
+    stratified_shards,
+    stratified_split,
+)
 from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_vote
 from ..ensemble.report import RANDOM_INIT, ReportInputs, build_report, format_terminal_tables, write_report
 from ..errors import DataError, PicoJepaError
@@ -116,7 +123,12 @@ def _make_splits(settings: ExperimentSettings, prepared: PreparedData, out: Path
                                 f"({len(covered)} shard videos for {len(split_idx['train'])} training videos)")
         info(f"reusing {splits_path}")
     else:
-        split_idx = stratified_split(labels, settings.fractions, seed=settings.seed, class_names=class_names)
+        if settings.group_by:
+            keys = [str(k) for k in group_keys(paths, settings.group_by)]
+            split_idx = grouped_stratified_split(labels, keys, settings.fractions,
+                                                 seed=settings.seed, class_names=class_names)
+        else:
+            split_idx = stratified_split(labels, settings.fractions, seed=settings.seed, class_names=class_names)
         shards = stratified_shards(split_idx["train"], labels, settings.members, seed=settings.seed,
                                    class_names=class_names)
         save_splits(splits_path, paths, labels, class_names, split_idx, shards=shards, seed=settings.seed)
@@ -127,14 +139,21 @@ def _make_splits(settings: ExperimentSettings, prepared: PreparedData, out: Path
 def pretraining_pool(settings: ExperimentSettings, data: LabelledData) -> tuple[VideoSet, dict[str, Any]]:
     """Unlabelled pretraining videos; validation and test videos are removed unless explicitly allowed."""
     held_out = {str(Path(data.paths[i]).resolve()) for k in ("val", "test") for i in data.split_idx[k]}
+    held_out_groups: set[str] = set()
+    if settings.group_by:
+        keys = group_keys(data.paths, settings.group_by)
+        held_out_groups = {keys[i] for k in ("val", "test") for i in data.split_idx[k]}
     if settings.pretrain_data is None:
         items = [VideoItem(Path(data.paths[i])) for i in data.split_idx["train"]]
         return VideoSet(items, None, f"{settings.data} (train split)"), {"source": "train split", "videos": len(items)}
     pool = load_videos(settings.pretrain_data)
-    kept = [it for it in pool.items if settings.allow_eval_in_pretrain or str(it.path.resolve()) not in held_out]
+    pool_groups = group_keys([it.path for it in pool.items], settings.group_by, strict=False) if held_out_groups else []
+    kept = [it for i, it in enumerate(pool.items) if settings.allow_eval_in_pretrain or (
+        str(it.path.resolve()) not in held_out and not (pool_groups and pool_groups[i] in held_out_groups))]
     removed = len(pool.items) - len(kept)
     if removed:
-        info(f"removed {removed} validation/test video(s) from the pretraining pool {settings.pretrain_data}")
+        info(f"removed {removed} validation/test video(s){' (or of their groups)' if held_out_groups else ''} from "
+             f"the pretraining pool {settings.pretrain_data}")
     meta = {"source": settings.pretrain_data, "videos": len(kept), "removed_val_test": removed,
             "eval_videos_allowed": settings.allow_eval_in_pretrain}
     return VideoSet(kept, pool.class_names, pool.source, pool.problems), meta

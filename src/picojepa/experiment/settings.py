@@ -34,6 +34,9 @@ class ExperimentSettings:
     probe_inits: int = 1  # heads per grid point, each from its own initialisation (ProbeConfig.inits)
     num_clips: int = 4
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    # A regular expression whose first group (or match) names each video's group — a subject, a source video —
+    # so that no group is on both sides of a split (and none of a held-out group's videos is pretrained on).
+    group_by: str | None = None
     bootstrap: int = 2000
     allow_eval_in_pretrain: bool = False
     monitor: bool = True  # learning monitor on the General's pretraining (its labelled training split only)
