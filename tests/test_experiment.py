@@ -400,3 +400,29 @@ def test_repeats_rerun_the_design_with_new_seeds_and_report_the_spread(labelled,
     assert summary["gaps"]["vote"]["mean"] == pytest.approx(np.mean(vote))
     assert summary["gaps"]["vote"]["std"] == pytest.approx(np.std(vote, ddof=1))
     assert "Mean ± std across repeats" in (tmp_path / "rep" / "repeats.md").read_text()
+
+
+def test_folds_test_every_video_once_and_pool_the_predictions(labelled, tmp_path):
+    out = tmp_path / "folds"
+    result = CliRunner().invoke(app, ["experiment", "--data", str(labelled), "--out", str(out), "--preset", "tiny",
+                                      "--set", "data.num_workers=0", "--epochs", "1", "--batch-size", "8",
+                                      "--probe-epochs", "2", "--num-clips", "1", "--members", "2", "--folds", "3",
+                                      "--fractions", "0.5,0.25,0.25", "--quiet",
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    tests = [load_splits(out / f"fold_{k}" / "splits.json").splits for k in (1, 2, 3)]
+    tested = [v for split in tests for v in split["test"]]
+    every = sorted(str(p) for p in labelled.rglob("*.mp4"))
+    assert sorted(tested) == every  # each video tested exactly once
+    for split in tests:
+        assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+    summary = json.loads((out / "folds.json").read_text())
+    assert summary["videos"] == len(every)
+    pooled = recompute_from_predictions(out / "predictions.csv", n_resamples=2000)
+    assert summary["pooled"]["pretraining_gain"]["mean"] == pytest.approx(pooled["pretraining_gain"]["mean"])
+    per_fold = [read_csv(out / f"fold_{k}" / "predictions.csv") for k in (1, 2, 3)]
+    assert sum(len(rows) for rows in per_fold) == len(read_csv(out / "predictions.csv"))
+    assert "Pretraining gain" in (out / "folds.md").read_text()
+    refused = CliRunner().invoke(app, ["experiment", "--data", str(labelled), "--out", str(tmp_path / "x"),
+                                       "--folds", "3", "--repeats", "2"])
+    assert refused.exit_code != 0

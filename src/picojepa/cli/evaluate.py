@@ -99,10 +99,15 @@ def experiment(
     repeats: Annotated[int, typer.Option(help="Run the whole design this many times with seeds seed, seed+1, … "
                                               "(new splits, shards, inits) and report each gap's mean ± spread.",
                                          min=1)] = 1,
+    folds: Annotated[int, typer.Option(help="For small sets: cut the labelled videos into this many folds and run "
+                                            "once per fold, testing each fold once (train/val from the others in "
+                                            "the --fractions ratio); the report pools every video's test "
+                                            "prediction. 1: one split.", min=1)] = 1,
     allow_eval_in_pretrain: Annotated[bool, typer.Option(
         help="Let validation/test videos into the pretraining pool (off: they are removed).")] = False,
     fractions: Annotated[str, typer.Option(
-        help="Train, validation and test shares of the labelled videos, stratified by class.")] = "0.6,0.2,0.2",
+        help="Train, validation and test shares of the labelled videos, stratified by class (with --folds "
+             "the test split is the fold, and the rest is split in the train:validation ratio).")] = "0.6,0.2,0.2",
     group_by: Annotated[str | None, typer.Option(
         "--group-by", help="Regular expression naming each video's group in its path (its first capture group, "
                            r"else the match), e.g. '_g(\d+)_' for UCF101 subjects: no group is ever on both sides "
@@ -153,6 +158,16 @@ def experiment(
         fractions=shares(fractions, "--fractions", 3), group_by=group_by)
     with make_backend(backend, address=ray_address, cpus_per_member=cpus_per_member,
                       gpus_per_member=gpus_per_member, progress=not quiet) as jobs:
+        if folds > 1 and repeats > 1:
+            raise PicoJepaError("--folds and --repeats are two designs; choose one")
+        if folds > 1:
+            from ..experiment.folds import run_folds
+
+            run_folds(settings, out, folds, cache_dir=cache_dir, progress=not quiet, quiet_tables=quiet,
+                      backend=jobs)
+            typer.echo((out / "folds.md").read_text())
+            typer.echo(f"pooled report: {out / 'folds.md'}; each fold in {out}/fold_<k>/")
+            return
         if repeats > 1:
             from ..experiment.repeats import format_repeats, run_repeats
 

@@ -145,24 +145,56 @@ def grouped_stratified_split(
     class_names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Like :func:`stratified_split`, but whole groups go to one split: no group (a subject, a source video)
-    is ever on both sides. Groups are dealt largest first, in a seeded order, each to the split furthest
-    behind its share for the group's classes — first to a split that has none of the group's main class yet,
-    so every class reaches every split when it has at least three groups."""
-    y = _as_labels(labels)
+    is ever on both sides. See :func:`assign_parts`."""
     f = _check_fractions(fractions)
+    part = assign_parts(labels, groups, f, seed, SPLIT_NAMES, class_names)
+    return {name: np.flatnonzero(part == k) for k, name in enumerate(SPLIT_NAMES)}
+
+
+def stratified_folds(
+    labels: Sequence[int] | ArrayLike,
+    k: int,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """``k`` disjoint folds covering every video once, stratified by class; with ``groups``, whole groups per
+    fold (leave-groups-out). Each fold must hold every class."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ConfigError(f"the number of folds must be an integer ≥ 2, got {k!r}")
+    y = _as_labels(labels)
+    keys = list(groups) if groups is not None else [str(i) for i in range(len(y))]
+    part = assign_parts(y, keys, np.full(k, 1.0 / k), seed, [f"fold {i + 1}" for i in range(k)], class_names)
+    return [np.flatnonzero(part == i) for i in range(k)]
+
+
+def assign_parts(
+    labels: Sequence[int] | ArrayLike,
+    groups: Sequence[str],
+    fractions: Sequence[float] | np.ndarray,
+    seed: int,
+    part_names: Sequence[str],
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The part (index into ``fractions``) of every video, whole groups at a time. Groups are dealt largest
+    first, in a seeded order, each to the part furthest behind its share for the group's classes — first to
+    a part that has none of the group's main class yet, so every class reaches every part when it has at
+    least as many groups as there are parts (else a :class:`DataError` says which class is short)."""
+    y = _as_labels(labels)
+    f = np.asarray(fractions, dtype=np.float64)
     if len(groups) != len(y):
         raise DataError(f"got {len(groups)} group keys for {len(y)} videos")
     keys = np.asarray([str(g) for g in groups])
-    names, members = np.unique(keys, return_inverse=True)
+    _, members = np.unique(keys, return_inverse=True)
     num_classes = int(y.max()) + 1
-    per_group = np.zeros((len(names), num_classes), dtype=np.int64)
+    per_group = np.zeros((int(members.max()) + 1, num_classes), dtype=np.int64)
     np.add.at(per_group, (members, y), 1)
     totals = per_group.sum(axis=0)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(names))
+    order = rng.permutation(len(per_group))
     order = order[np.argsort(-per_group[order].sum(axis=1), kind="stable")]
-    counts = np.zeros((len(SPLIT_NAMES), num_classes), dtype=np.float64)
-    assign = np.empty(len(names), dtype=np.int64)
+    counts = np.zeros((len(f), num_classes), dtype=np.float64)
+    assign = np.empty(len(per_group), dtype=np.int64)
     for g in order:
         mix = per_group[g]
         main = int(np.argmax(mix))
@@ -172,14 +204,14 @@ def grouped_stratified_split(
         assign[g] = choice
         counts[choice] += mix
     for label in np.flatnonzero(totals):
-        empty = [SPLIT_NAMES[k] for k in range(len(SPLIT_NAMES)) if counts[k, label] == 0]
+        empty = [part_names[p] for p in range(len(f)) if counts[p, label] == 0]
         if empty:
             n_groups = int((per_group[:, label] > 0).sum())
-            raise DataError(f"{_class_name(int(label), class_names)} is in {n_groups} group(s), so the grouped "
-                            f"split leaves {', '.join(empty)} without it; every class needs at least "
-                            f"{len(SPLIT_NAMES)} groups (or drop --group-by)")
-    video_split = assign[members]
-    return {name: np.flatnonzero(video_split == k) for k, name in enumerate(SPLIT_NAMES)}
+            unit = "group(s)" if len(per_group) < len(y) else "video(s)"
+            raise DataError(f"{_class_name(int(label), class_names)} has {n_groups} {unit}, so {', '.join(empty)} "
+                            f"would have none of it; every class needs at least {len(f)} {unit.rstrip('(s)')}s "
+                            f"here")
+    return assign[members]
 
 
 def stratified_shards(
