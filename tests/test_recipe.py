@@ -167,3 +167,16 @@ def test_clip_targets_drop_what_a_clip_shares_and_keep_unit_scale():
     assert float(flat.abs().max()) < 1e-2
     with pytest.raises(ValueError):
         normalise_targets(feats, "batch")
+
+
+def test_position_and_local_shares_split_the_variance():
+    from picojepa.train.diagnostics import local_share, position_share
+
+    gen = torch.Generator().manual_seed(0)
+    positions = torch.randn(1, 16, 8, generator=gen).expand(32, 16, 8)  # every clip alike: only positions
+    clips = torch.randn(32, 1, 8, generator=gen).expand(32, 16, 8)  # every token of a clip alike
+    local = torch.randn(32, 16, 8, generator=gen)
+    assert position_share(positions) == pytest.approx(1.0, abs=1e-5)
+    assert position_share(clips) == pytest.approx(0.0, abs=1e-5) and local_share(clips) == pytest.approx(0.0, abs=1e-5)
+    both = positions + local
+    assert position_share(both) + local_share(both) == pytest.approx(1.0, abs=0.05)

@@ -46,7 +46,7 @@ from picojepa.metrics import paired_bootstrap_gap
 from picojepa.models import VideoViT
 from picojepa.probe.classifier import PROBE_GRID, ProbeConfig, head_probabilities, train_head
 from picojepa.probe.features import Features, extract_features
-from picojepa.train.diagnostics import effective_rank, feature_std, local_share
+from picojepa.train.diagnostics import effective_rank, feature_std, local_share, position_share
 from picojepa.train.pretrain import Trainer, initial_encoder
 
 # The demo's settings (experiment/demo.py FULL): pico at 64 px, batch 32, LR 3e-4.
@@ -120,7 +120,8 @@ class Evaluation:
     def diagnostics(self, encoder: VideoViT, feats: Features) -> dict[str, float]:
         tokens = torch.from_numpy(feats.tokens[self.test].astype(np.float32))  # (V, K, N, D)
         clip_means = torch.from_numpy(feats.pooled[self.test].mean(axis=1))
-        return {"local_share": local_share(tokens.reshape(-1, *tokens.shape[-2:])),
+        flat = tokens.reshape(-1, *tokens.shape[-2:])
+        return {"local_share": local_share(flat), "position_share": position_share(flat),
                 "token_rank": effective_rank(tokens), "clip_rank": effective_rank(clip_means),
                 "std": feature_std(tokens), "actor_sensitivity": self.actor_sensitivity(encoder, feats)}
 
@@ -175,7 +176,8 @@ def summary_line(row: dict[str, Any]) -> str:
             parts.append(f"{name} {100 * r['pretrained']:.1f} vs {100 * r['random_init']:.1f} "
                          f"({100 * r['gain']:+.1f})")
     d = row["diagnostics"]
-    parts.append(f"local {d['local_share']:.2f} actor {d['actor_sensitivity']:.2f}")
+    parts.append(f"local {d['local_share']:.2f} position {d.get('position_share', float('nan')):.2f} "
+                 f"actor {d['actor_sensitivity']:.2f}")
     return " · ".join(parts)
 
 
@@ -271,11 +273,19 @@ def load_rows(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def setting(row: dict[str, Any]) -> str:
+    """The recipe, with what differs from the demo's set-up (batch 32, 600-video pool, a CPU)."""
+    extra = [f"batch {row['batch']}"] if row["batch"] != 32 else []
+    extra += [f"{row['pool_videos']:,}-video pool"] if row["pool_videos"] != 600 else []
+    extra += ["GPU"] if "CPU" not in row["device"] else []
+    return f"{row['recipe']} ({', '.join(extra)})" if extra else row["recipe"]
+
+
 def report(args: argparse.Namespace) -> None:
     rows = load_rows(args.report)
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["recipe"], r["kind"], r["clip_steps"])].append(r)
+        groups[(setting(r), r["kind"], r["clip_steps"])].append(r)
     heads = ["attentive", "linear", *sorted({k for r in rows for k in r if k.startswith("attentive@")},
                                             key=lambda k: int(k.split("@")[1]))]
     lines = ["| recipe | run | clip-steps | seeds | " + " | ".join(f"{h} gain (pp)" for h in heads)
@@ -309,29 +319,52 @@ def figure(rows: list[dict[str, Any]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(sorted({setting(r) for r in rows}))}
     for ax, head in zip(axes, ("attentive", "linear"), strict=True):
         by_recipe: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
         for r in rows:
             if r["kind"] == "final" and head in r:
-                by_recipe[r["recipe"]][r["clip_steps"]].append(r)
+                by_recipe[setting(r)][r["clip_steps"]].append(r)
         for recipe, by_steps in sorted(by_recipe.items()):
             steps = sorted(by_steps)
             mean = [100 * np.mean([r[head]["gain"] for r in by_steps[s]]) for s in steps]
-            line = ax.plot(steps, mean, marker="o", label=recipe)[0]
+            ax.plot(steps, mean, marker="o", label=recipe, color=colours[recipe])
             for s in steps:
                 for r in by_steps[s]:
                     lo, hi = (100 * v for v in r[head]["ci95"])
-                    ax.plot([s, s], [lo, hi], color=line.get_color(), alpha=0.25, lw=3)
+                    ax.plot([s, s], [lo, hi], color=colours[recipe], alpha=0.25, lw=3)
+        labelled = set(by_recipe)
+        for (recipe, _seed), curve in sorted(inside_runs(rows, head).items()):  # one run read as it trains
+            ax.plot(*zip(*curve, strict=True), ls="--", lw=1, marker=".", color=colours[recipe],
+                    label=None if recipe in labelled else f"{recipe}, inside one run")
+            labelled.add(recipe)
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel("pretraining clip-steps (each point a separate run)")
+        ax.set_xlabel("pretraining clip-steps")
         ax.set_ylabel(f"{head} gain over random init (pp)")
-        ax.set_title(f"{head} head: mean over seeds, bars = each seed's 95 % CI")
+        ax.set_title(f"{head} head (dots: separate runs, mean over seeds, bars: each\nseed's 95 % CI; dashed: "
+                     "one run read as it trains)", fontsize=9)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     print(f"figure written to {path}")
+
+
+def inside_runs(rows: list[dict[str, Any]], head: str) -> dict[tuple[str, int], list[tuple[int, float]]]:
+    """(setting, seed) → [(clip-steps, gain pp)] of each run read at smaller budgets, ending with its final."""
+    curves: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
+    longest: dict[tuple[str, int], int] = {}
+    for r in rows:
+        if r["kind"] == "reading" and head in r:
+            curves[(setting(r), r["seed"])].append((r["clip_steps"], 100 * r[head]["gain"]))
+            longest[(setting(r), r["seed"])] = r["budget"]
+    for r in rows:
+        key = (setting(r), r["seed"])
+        if r["kind"] == "final" and head in r and longest.get(key) == r["budget"]:
+            curves[key].append((r["clip_steps"], 100 * r[head]["gain"]))
+    return {k: sorted(v) for k, v in curves.items()}
 
 
 def main() -> None:

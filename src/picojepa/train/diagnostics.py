@@ -38,3 +38,18 @@ def local_share(tokens: torch.Tensor) -> float:
     residual = x - x.mean(dim=1, keepdim=True) - x.mean(dim=0, keepdim=True) + x.mean(dim=(0, 1), keepdim=True)
     total = (x - x.mean(dim=(0, 1), keepdim=True)).pow(2).mean()
     return float(residual.pow(2).mean() / total.clamp_min(1e-12))
+
+
+@torch.no_grad()
+def position_share(tokens: torch.Tensor) -> float:
+    """Share of token variance that is the position's mean over clips: what tells a reader *where* a token is.
+
+    tokens (V, N, D). With :func:`local_share` and the clip share it splits the variance three ways; an
+    attentive probe has no positions of its own, so it reads a token's place from this part alone.
+    """
+    x = tokens.float()
+    if x.shape[0] < 2 or x.shape[1] < 2:
+        return 0.0
+    position = x.mean(dim=0, keepdim=True) - x.mean(dim=(0, 1), keepdim=True)
+    total = (x - x.mean(dim=(0, 1), keepdim=True)).pow(2).mean()
+    return float(position.pow(2).mean() / total.clamp_min(1e-12))
