@@ -45,8 +45,10 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shared_run(labelled: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExperimentSettings]:
     root = tmp_path_factory.mktemp("exp")
     # The labelled folder doubles as the pretraining pool: its val/test videos must be removed from it.
+    # Validation halves of 4 videos for 4 classes are below the fits' minimum: allowed here, so the weights,
+    # stacker and best single member are fitted (and marked); test_small_fits_... checks the default.
     settings = ExperimentSettings(data=str(labelled), pretrain_data=str(labelled), preset="tiny", overrides=FAST,
-                                  probe_epochs=5, mode="shared", low_shot=(1, 3))
+                                  probe_epochs=5, mode="shared", low_shot=(1, 3), allow_small_fits=True)
     run_experiment(settings, root / "shared", cache_dir=root / "cache", progress=False, quiet_tables=True)
     return root / "shared", settings
 
@@ -426,3 +428,37 @@ def test_folds_test_every_video_once_and_pool_the_predictions(labelled, tmp_path
     refused = CliRunner().invoke(app, ["experiment", "--data", str(labelled), "--out", str(tmp_path / "x"),
                                        "--folds", "3", "--repeats", "2"])
     assert refused.exit_code != 0
+
+
+def test_small_fits_are_not_reported_as_results_and_say_why(shared_run, tmp_path):
+    out, settings = shared_run
+    report = json.loads((out / "report.json").read_text())  # --allow-small-fits: fitted, and marked
+    assert set(report["flags"]) == {"weighted", "stack", "best_single"}
+    assert "⚠" in (out / "report.md").read_text() and "--allow-small-fits" in (out / "report.md").read_text()
+    strict = ExperimentSettings(**{**settings.__dict__, "allow_small_fits": False})
+    result = run_experiment(strict, tmp_path / "strict", cache_dir=out.parent / "cache", progress=False,
+                            quiet_tables=True, encoders_dir=out / "encoders")
+    report = result.report
+    assert set(report["ensembles"]) == {"vote", "soft"}  # no fit on 4 validation videos for 4 classes
+    assert set(report["not_fitted"]) == {"weighted", "stack", "best_single"}
+    assert "4 validation (aggregation fits) videos for 4 classes" in report["not_fitted"]["stack"]
+    assert report["reference"]["best_single"] is None
+    assert "last epoch" in report["fitting"]["head_epochs"]  # no epoch chosen on too few videos either
+    md = (tmp_path / "strict" / "report.md").read_text()
+    assert "Stack: not fitted — 4 validation" in md and "Resolution: 8 test videos" in md and "±10 pp" in md
+    assert report["resolution"] == {"test_videos": 8, "half_width_pp": 34.6}
+    refused = CliRunner().invoke(app, ["predict", "--models", str(tmp_path / "strict"), "--videos",
+                                       str(next(Path(settings.data).rglob("*.mp4"))), "--out",
+                                       str(tmp_path / "p.csv"), "--aggregate", "stack"])
+    assert refused.exit_code != 0 and "did not fit it" in str(refused.exception)
+
+
+def test_a_member_whose_shard_lacks_a_class_is_marked_in_the_report():
+    from picojepa.ensemble.report import fits_text, marked_name
+
+    report = {"classes": ["a", "b"], "models": {}, "shard_coverage": {"partial_2": ["b"]},
+              "flags": {"stack": "3 videos for 2 classes"}, "not_fitted": {"weighted": "3 videos for 2 classes"}}
+    assert marked_name("partial_2", report) == "Partial 2 †"
+    assert marked_name("stack", report).endswith("⚠") and marked_name("partial_1", report) == "Partial 1"
+    text = fits_text(report)
+    assert "Partial 2: its training shard has no video of b" in text and "Weighted: not fitted" in text

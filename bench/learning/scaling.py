@@ -63,6 +63,14 @@ RECIPES: dict[str, list[str]] = {
                       "train.loss=l2"],
     "vicreg-free-0.7": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7"],
+    "vicreg-free-0.5": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                        "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.5"],
+    "vicreg-free-0.7-lr1.5e-4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                 "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                 "train.lr=1.5e-4"],
+    "vicreg-free-0.7-mask0.5": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                "mask.ratio=0.5"],
     "vicreg-frozen": ["train.targets=frozen", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local"],
     "vicreg-pixels": ["train.targets=pixels", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
                       "train.loss=l2"],
@@ -181,6 +189,18 @@ def summary_line(row: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def snapshot(args: argparse.Namespace, trainer: Trainer, meta: dict[str, Any], clip_steps: int) -> None:
+    """With --snapshots DIR: the evaluated encoder as a run folder, for read-out studies after the fact."""
+    if not args.snapshots:
+        return
+    from picojepa.train import checkpoint as ckpt
+
+    out = Path(args.snapshots) / f"{meta['recipe']}-s{meta['seed']}-b{meta['budget']}-at{clip_steps}"
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.save_encoder(trainer.model.evaluation_encoder, out)
+    ckpt.write_run_config(out, trainer.cfg, finished=True, steps=clip_steps // args.batch, clip_steps=clip_steps)
+
+
 def rendered_data(args: argparse.Namespace, side: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray,
                                                                    torch.Tensor, np.ndarray]:
     """Pool, labelled set, labels, actor-less twins and their indices; from ``--data-cache`` when it holds
@@ -245,6 +265,7 @@ def run_study(args: argparse.Namespace) -> None:
                 def read(trainer: Trainer, step: int, meta: dict[str, Any] = meta,
                          spent: list[float] = reading_seconds, evaluation: Evaluation = evaluation) -> None:
                     t_read = time.perf_counter()
+                    snapshot(args, trainer, meta, step * args.batch)
                     row = {**meta, "kind": "reading", "clip_steps": step * args.batch,
                            **evaluation.score(trainer.model.evaluation_encoder)}
                     append(out, row)
@@ -256,6 +277,7 @@ def run_study(args: argparse.Namespace) -> None:
                 t = time.perf_counter()
                 trainer = pretrain_in_memory(cfg, bank, steps, args.batch, device, readings)
                 seconds = time.perf_counter() - t - sum(reading_seconds)
+                snapshot(args, trainer, meta, steps * args.batch)
                 row = {**meta, "kind": "final", "clip_steps": steps * args.batch, "train_seconds": round(seconds, 1),
                        "clips_per_s": round(steps * args.batch / seconds, 1),
                        **evaluation.score(trainer.model.evaluation_encoder),
@@ -381,6 +403,7 @@ def main() -> None:
                     help="one run per recipe and seed, at the largest budget, read at the others (a quick screen)")
     ap.add_argument("--data-cache", help="folder for the rendered arrays (reused by later or parallel runs)")
     ap.add_argument("--prepare-only", action="store_true", help="render (into --data-cache) and stop")
+    ap.add_argument("--snapshots", help="folder to save every evaluated encoder in (as run folders)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--difficulty", default="medium")
     ap.add_argument("--pool-classes", type=int, default=12)

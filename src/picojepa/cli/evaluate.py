@@ -112,6 +112,11 @@ def experiment(
         "--group-by", help="Regular expression naming each video's group in its path (its first capture group, "
                            r"else the match), e.g. '_g(\d+)_' for UCF101 subjects: no group is ever on both sides "
                            "of a split, and the pool loses held-out groups' videos too.")] = None,
+    allow_small_fits: Annotated[bool, typer.Option(
+        "--allow-small-fits", help="Fit head epochs, weights, stacker and the best single member even when a "
+                                   "validation half has fewer than 2 videos of some class; such results are "
+                                   "marked ⚠ in every table and chart (off: they are not fitted, and the report "
+                                   "says why).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -155,7 +160,7 @@ def experiment(
         heterogeneous=heterogeneous, seed=seed, device=device, head=head, probe_epochs=probe_epochs,
         probe_grid=probe_grid, probe_inits=probe_inits, num_clips=num_clips, bootstrap=bootstrap,
         allow_eval_in_pretrain=allow_eval_in_pretrain, low_shot=counts(low_shot, "--low-shot"),
-        fractions=shares(fractions, "--fractions", 3), group_by=group_by)
+        fractions=shares(fractions, "--fractions", 3), group_by=group_by, allow_small_fits=allow_small_fits)
     with make_backend(backend, address=ray_address, cpus_per_member=cpus_per_member,
                       gpus_per_member=gpus_per_member, progress=not quiet) as jobs:
         if folds > 1 and repeats > 1:

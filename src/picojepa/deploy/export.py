@@ -69,8 +69,8 @@ def select_models(models: ModelSet, members: str) -> list[str]:
 def fitted_params(models: ModelSet, method: str) -> dict[str, Any]:
     """The validation-fitted parameters of ``method`` from an experiment's ensemble.json."""
     if method not in models.fitted:
-        raise ConfigError(f"--aggregate {method} needs parameters fitted on a validation split: pass an "
-                          f"experiment folder (with ensemble.json) to --models, or use vote or soft")
+        raise ConfigError(f"--aggregate {method} needs parameters fitted on a validation split: "
+                          f"{models.unfitted_reason}")
     return models.fitted[method]
 
 

@@ -381,10 +381,25 @@ def _pct(value: float | None, signed: bool = False) -> str:
     return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
 
 
+SMALL_FIT_MARK = "⚠"  # fitted on fewer validation videos than the documented minimum, reported on request
+SHARD_GAP_MARK = "†"  # a member whose training shard lacks some class
+
+
+def marked_name(name: str, report: Mapping[str, Any], label: str | None = None) -> str:
+    """The display name with the report's marks: ⚠ for a fit on too few videos, † for a member whose shard
+    lacks a class (both explained under "Fits and coverage")."""
+    text = label or display_name(name)
+    if name in (report.get("flags") or {}):
+        text += f" {SMALL_FIT_MARK}"
+    if name in (report.get("shard_coverage") or {}):
+        text += f" {SHARD_GAP_MARK}"
+    return text
+
+
 def _columns(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """(display name, entry) for models then ensembles, in report order."""
-    entries = [(display_name(n), e) for n, e in report["models"].items()]
-    return entries + [(display_name(n), e) for n, e in report.get("ensembles", {}).items()]
+    entries = [(marked_name(n, report), e) for n, e in report["models"].items()]
+    return entries + [(marked_name(n, report), e) for n, e in report.get("ensembles", {}).items()]
 
 
 def per_class_table(report: Mapping[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
@@ -405,10 +420,11 @@ def per_class_table(report: Mapping[str, Any], metric: str) -> tuple[list[str], 
 def gap_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Each aggregation (and the best single member) vs General: gap and 95 % CI in percentage points."""
     headers = ["Aggregation", "Gap vs General (pp)", "95 % CI (pp)", "CI includes 0"]
-    gaps = [(display_name(n), e["gap_vs_general"]) for n, e in report.get("ensembles", {}).items()]
+    gaps = [(marked_name(n, report), e["gap_vs_general"]) for n, e in report.get("ensembles", {}).items()]
     best = (report.get("reference") or {}).get("best_single")
     if best:
-        gaps.append((f"Best single ({display_name(best['member'])})", best["gap_vs_general"]))
+        label = f"Best single ({display_name(best['member'])})"
+        gaps.append((marked_name("best_single", report, label), best["gap_vs_general"]))
     rows = []
     for name, gap in gaps:
         low, high = gap["ci95"]
@@ -416,7 +432,35 @@ def gap_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [name, _pct(gap["mean"], signed=True), f"[{_pct(low, True)}, {_pct(high, True)}]", verdict]
         )
+    for name, reason in (report.get("not_fitted") or {}).items():
+        label = "Best single" if name == "best_single" else display_name(name)
+        rows.append([label, "–", "–", reason])
     return headers, rows
+
+
+def resolution_text(report: Mapping[str, Any]) -> str:
+    """How finely this test split can tell accuracies apart, and what to do when that is coarse."""
+    res = report.get("resolution")
+    if not res:
+        return ""
+    text = (f"Resolution: {res['test_videos']} test videos; an accuracy near 50 % is known to about "
+            f"±{res['half_width_pp']:.1f} pp (95 %).")
+    if res["half_width_pp"] > 10:
+        text += (" That is wider than ±10 pp: differences smaller than that cannot be told from test sampling. "
+                 "Use more labelled videos, experiment --folds K (every video tested once) or --repeats K.")
+    return text
+
+
+def fits_text(report: Mapping[str, Any]) -> str:
+    """Fits left out or flagged for having too few validation videos, and members whose shard lacks classes."""
+    lines = [f"- {display_name(n) if n != 'best_single' else 'Best single'}: not fitted — {reason}"
+             for n, reason in (report.get("not_fitted") or {}).items()]
+    lines += [f"- {SMALL_FIT_MARK} {display_name(n) if n != 'best_single' else 'Best single'}: reported although "
+              f"{reason} (--allow-small-fits)" for n, reason in (report.get("flags") or {}).items()]
+    lines += [f"- {SHARD_GAP_MARK} {display_name(n)}: its training shard has no video of {', '.join(missing)}; "
+              "it can never predict what it never saw"
+              for n, missing in (report.get("shard_coverage") or {}).items()]
+    return "\n".join(lines)
 
 
 def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -455,6 +499,8 @@ def _format_value(value: Any) -> str:
 def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]] | None = None) -> str:
     """``report.md``: the two per-class tables, gaps, references, diversity, ECE, splits, compute, figures."""
     parts = ["# pico-JEPA report", ""]
+    if resolution_text(report):
+        parts += [resolution_text(report), ""]
     parts += _section("Did pretraining help?", pretraining_gain_text(report))
     parts += _section("Accuracy per class (%)", _markdown_table(*per_class_table(report, "accuracy")))
     parts += _section(
@@ -466,6 +512,8 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]
     parts += _section(
         "Gaps vs General", _markdown_table(*gap_table(report)) + "\n\n" + _bootstrap_note(report)
     )
+    if fits_text(report):
+        parts += _section("Fits and coverage", fits_text(report))
     if report.get("fitting"):
         parts += _section("What each choice was fitted on",
                           "\n".join(f"- {k.replace('_', ', ')}: {v}" for k, v in report["fitting"].items()))
@@ -603,10 +651,12 @@ def _compute_table(compute: Mapping[str, Mapping[str, Any]]) -> str:
 def format_terminal_tables(report: Mapping[str, Any]) -> str:
     """Plain-text accuracy and confidence tables plus the gaps, for printing in a terminal."""
     blocks = [
+        *[text for text in (resolution_text(report),) if text],
         pretraining_gain_text(report),
         "Accuracy per class (%)\n" + _text_table(*per_class_table(report, "accuracy")),
         "Mean confidence per class (%)\n" + _text_table(*per_class_table(report, "confidence")),
         "Gaps vs General (percentage points, paired bootstrap 95 % CI)\n" + _text_table(*gap_table(report)),
+        *[text for text in (fits_text(report),) if text],
     ]
     return "\n\n".join(blocks) + "\n"
 

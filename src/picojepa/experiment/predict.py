@@ -61,7 +61,11 @@ def resolve_models(paths: list[Path]) -> ModelSet:
         dirs.append(path)
         members.append(names[-1])
     if len(paths) == 1 and fitted_per_folder:
-        return ModelSet(names, dirs, fitted_per_folder[0], members)
+        not_fitted = json.loads((paths[0] / "ensemble.json").read_text()).get("not_fitted") or {}
+        reason = ModelSet.unfitted_reason
+        if not_fitted:
+            reason = "the experiment did not fit it: " + "; ".join(f"{m}: {r}" for m, r in not_fitted.items())
+        return ModelSet(names, dirs, fitted_per_folder[0], members, reason)
     reason = ModelSet.unfitted_reason
     if fitted_per_folder:
         reason = (f"the weights and stackers in ensemble.json were fitted on one experiment's members, not on "

@@ -26,12 +26,20 @@ from ..data.splits import (
     group_keys,
     grouped_stratified_split,
     load_splits,
+    missing_classes_per_shard,
     save_splits,
     stratified_shards,
     stratified_split,
 )
 from ..ensemble.aggregation import METHODS, Ensemble, best_single_member, hard_vote
-from ..ensemble.report import RANDOM_INIT, ReportInputs, build_report, format_terminal_tables, write_report
+from ..ensemble.report import (
+    RANDOM_INIT,
+    SMALL_FIT_MARK,
+    ReportInputs,
+    build_report,
+    format_terminal_tables,
+    write_report,
+)
 from ..errors import DataError, PicoJepaError
 from ..metrics import paired_bootstrap_gap
 from ..probe.classifier import ProbeConfig, file_sha256, head_probabilities, train_head
@@ -46,7 +54,9 @@ from ..utils import resolve_device, write_json
 from .backends import Backend, Job, LocalBackend, mark_reused
 from .figures import experiment_figures
 from .members import member_job
-from .settings import ExperimentSettings, LabelledData, Member
+from .settings import MIN_VIDEOS_PER_CLASS, ExperimentSettings, LabelledData, Member
+
+FITTED_ON_VALIDATION = ("weighted", "stack")  # the aggregations that learn something from validation videos
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -134,6 +144,23 @@ def _make_splits(settings: ExperimentSettings, prepared: PreparedData, out: Path
         save_splits(splits_path, paths, labels, class_names, split_idx, shards=shards, seed=settings.seed)
     select, fit = validation_halves(split_idx["val"], labels, settings.seed, class_names)
     return LabelledData(prepared, paths, labels, class_names, split_idx, shards, select, fit)
+
+
+def fit_shortfall(idx: np.ndarray, labels: np.ndarray, class_names: list[str], what: str) -> str | None:
+    """Why a fit on the videos ``idx`` is too small (fewer than MIN_VIDEOS_PER_CLASS of some class), or None."""
+    counts = np.bincount(labels[idx], minlength=len(class_names)) if len(idx) else np.zeros(len(class_names), int)
+    short = [class_names[c] for c in np.flatnonzero(counts < MIN_VIDEOS_PER_CLASS)]
+    if not short:
+        return None
+    shown = ", ".join(short[:4]) + (f" and {len(short) - 4} more" if len(short) > 4 else "")
+    return (f"{len(idx)} {what} videos for {len(class_names)} classes; {len(short)} class(es) have fewer than "
+            f"{MIN_VIDEOS_PER_CLASS} ({shown})")
+
+
+def shard_coverage(data: LabelledData) -> dict[str, list[str]]:
+    """Partial members whose training shard has no video of some class → those classes."""
+    missing = missing_classes_per_shard(data.shard_idx, data.labels, classes=np.unique(data.labels))
+    return {f"partial_{k + 1}": [data.class_names[c] for c in cls] for k, cls in missing.items()}
 
 
 def pretraining_pool(settings: ExperimentSettings, data: LabelledData) -> tuple[VideoSet, dict[str, Any]]:
@@ -366,6 +393,10 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     labelled = load_videos(settings.data, require_labels=True)
     prepared = prepare_videos(labelled, base, progress=progress, cache_dir=cache_dir)
     data = _make_splits(settings, prepared, out)
+    epoch_shortfall = fit_shortfall(data.val_select, data.labels, data.class_names, "validation (epoch selection)")
+    fit_short = fit_shortfall(data.val_fit, data.labels, data.class_names, "validation (aggregation fits)")
+    if epoch_shortfall and not settings.allow_small_fits:
+        data.val_select = np.empty(0, dtype=int)  # no choice on too few videos: every head keeps its last epoch
     counts: dict[str, Any] = {k: len(v) for k, v in data.split_idx.items()}
     counts.update({"val (epoch selection)": len(data.val_select), "val (aggregation fits)": len(data.val_fit),
                    "shards": [len(s) for s in data.shard_idx]})
@@ -420,22 +451,40 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     y_val, y_test = data.labels[data.val_fit], data.labels[test]
     p_val = np.stack([val_probs[m] for m in partials])
     p_test = np.stack([test_probs[m] for m in partials])
-    ensembles, fitted = {}, {}
+    ensembles, fitted, not_fitted, flags = {}, {}, {}, {}
     for method in METHODS:
+        if method in FITTED_ON_VALIDATION and fit_short:
+            if not settings.allow_small_fits:
+                not_fitted[method] = fit_short
+                continue
+            flags[method] = fit_short
         ens = Ensemble.from_probabilities({"val": p_val, "test": p_test}, method=method, seed=settings.seed)
         ens.fit("val", y_val)  # weights and stacking: the validation half the heads did not select on
         ensembles[method] = ens.predict_proba("test")
         fitted[method] = _fitted_params(ens)
-    best = partials[best_single_member(p_val, y_val)]
+    best = None
+    if fit_short and not settings.allow_small_fits:
+        not_fitted["best_single"] = fit_short
+    else:
+        best = partials[best_single_member(p_val, y_val)]
+        if fit_short:
+            flags["best_single"] = fit_short
+    if epoch_shortfall:
+        epochs_text = (f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch "
+                       f"{SMALL_FIT_MARK} although {epoch_shortfall} (--allow-small-fits)"
+                       if settings.allow_small_fits else
+                       f"none: every head keeps its last epoch, since validation half A has {epoch_shortfall}")
+    else:
+        epochs_text = f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch"
     fitting = {
-        "head_epochs": f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch"
-                       + _ensemble_text(settings),
+        "head_epochs": epochs_text + _ensemble_text(settings),
         "weights_stacker_best_single": f"validation half B ({len(data.val_fit)} videos), which no head selected "
                                        "on",
         "test": f"test split ({len(test)} videos): scored once, never fitted on"}
     write_json(out / "ensemble.json", {
         "members": [str(out / "classifiers" / m) for m in partials], "general": str(out / "classifiers/general"),
         "class_names": data.class_names, "methods": fitted, "best_single": best, "fitting": fitting,
+        "not_fitted": not_fitted,
         "tie_rule": "see picojepa.ensemble.aggregation.HARD_VOTE_TIE_RULE"})
 
     skipped = _skipped_records(data, dirs)
@@ -449,6 +498,9 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
                "settings": dataclasses.asdict(settings), "pretraining_pool": pool_meta, "encoders": encoders,
                "heads": heads_meta, "ensemble_compute": _ensemble_compute(settings, encoders),
                "other_head": other_head, "low_shot": low_shot, "fitting": fitting,
+               "not_fitted": not_fitted, "flags": flags, "shard_coverage": shard_coverage(data),
+               "resolution": {"test_videos": len(test),
+                              "half_width_pp": round(100 * 1.96 * float(np.sqrt(0.25 / len(test))), 1)},
                "validation_accuracy": {m: float((val_probs[m].argmax(1) == y_val).mean()) for m in val_probs},
                "skipped": len(skipped),
                "timings_s": {k: round(v, 1) for k, v in timings.items()}},

@@ -14,6 +14,9 @@ from ..probe.classifier import PROBE_GRID
 from ..probe.heads import HEAD_TYPES
 
 MODES = ("shared", "independent")
+# A fit on validation videos (a head's epoch, the weights, the stacker, the best single member) needs at least
+# this many videos of every class; below it the fit is not made (or, with --allow-small-fits, made and marked).
+MIN_VIDEOS_PER_CLASS = 2
 
 
 @dataclass
@@ -37,6 +40,7 @@ class ExperimentSettings:
     # A regular expression whose first group (or match) names each video's group — a subject, a source video —
     # so that no group is on both sides of a split (and none of a held-out group's videos is pretrained on).
     group_by: str | None = None
+    allow_small_fits: bool = False  # report fits on fewer than MIN_VIDEOS_PER_CLASS videos of a class, marked
     bootstrap: int = 2000
     allow_eval_in_pretrain: bool = False
     monitor: bool = True  # learning monitor on the General's pretraining (its labelled training split only)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ..ensemble.report import GENERAL, read_predictions_csv
+from ..ensemble.report import GENERAL, marked_name, read_predictions_csv
 from ..errors import DataError
 from .style import label_name, model_color, new_figure, save, styled, tick_rotation, wrap_labels
 
@@ -58,7 +58,7 @@ def _bars(ax, report: Mapping[str, Any], metric: str, mean_key: str) -> tuple[np
     for k, (name, entry) in enumerate(entries):
         offsets = centres - 0.42 + (k + 0.5) * width
         ax.bar(offsets, _group_values(entry, metric, classes, mean_key), width, color=model_color(name, k),
-               edgecolor="white", linewidth=0.3, label=label_name(name))
+               edgecolor="white", linewidth=0.3, label=marked_name(name, report, label_name(name)))
     ax.axvline(len(classes) - 0.5, color="#999999", linewidth=0.8, linestyle=":")  # classes | summaries
     labels = [*wrap_labels(classes, 11), MEAN_GROUP, OVERALL_GROUP]
     rotation = tick_rotation(labels, _slot_inches(ax, groups))
@@ -143,11 +143,12 @@ def _gap_rows(report: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, An
     convention: right of 0 = pretraining helped), each aggregation, then the best single member."""
     gain = report.get("pretraining_gain")
     rows = [("random_init", "Pretraining gain (General − random init)", gain)] if gain else []
-    rows += [(name, label_name(name), e["gap_vs_general"]) for name, e in report.get("ensembles", {}).items()
-            if "gap_vs_general" in e]
+    rows += [(name, marked_name(name, report, label_name(name)), e["gap_vs_general"])
+             for name, e in report.get("ensembles", {}).items() if "gap_vs_general" in e]
     best = (report.get("reference") or {}).get("best_single")
     if best and "gap_vs_general" in best:
-        rows.append(("best_single", f"Best single ({label_name(best['member'])})", best["gap_vs_general"]))
+        label = marked_name("best_single", report, f"Best single ({label_name(best['member'])})")
+        rows.append(("best_single", label, best["gap_vs_general"]))
     return rows
 
 
