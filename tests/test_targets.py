@@ -15,7 +15,7 @@ from picojepa.datasets.synth import render_video
 from picojepa.errors import ConfigError, PicoJepaError
 from picojepa.masks import MaskSampler
 from picojepa.models import JEPA
-from picojepa.models.jepa import pixel_targets
+from picojepa.models.jepa import normalise_targets, pixel_targets
 from picojepa.probe.monitor import ProbeMonitor
 from picojepa.train.checkpoint import load_checkpoint
 from picojepa.train.pretrain import Trainer, initial_encoder, pretrain
@@ -127,3 +127,26 @@ def test_actor_less_twin_differs_only_where_the_actor_is():
     differs = np.abs(full.astype(int) - twin.astype(int)).max(axis=-1) > 0  # (T, H, W)
     assert differs.any(axis=(1, 2)).all()  # the actor is in every frame
     assert differs.mean() < 0.2  # and nowhere else: noise, background and distractors are the same draws
+
+
+def test_pixel_weight_adds_a_pixel_read_out_to_the_latent_loss():
+    cfg = preset("tiny")
+    assert JEPA(cfg.model).predictor.pixel_proj is None  # off by default: old checkpoints keep loading strictly
+    torch.manual_seed(0)
+    anchored = JEPA(cfg.model, pixel_weight=0.5)
+    video, keep, target = _step_inputs(cfg, anchored)
+    hidden = anchored.predictor.hidden(anchored.encoder(video, keep[0]), keep[0], target[0])
+    index = target[0].unsqueeze(-1)
+    pixels = pixel_targets(anchored.encoder.patchify(video))
+    expected_pixels = torch.nn.functional.mse_loss(anchored.predictor.pixel_proj(hidden),
+                                                   pixels.gather(1, index.expand(-1, -1, pixels.shape[-1])))
+    latents = normalise_targets(anchored.target_encoder(video))
+    expected_latent = torch.nn.functional.l1_loss(anchored.predictor.proj(hidden),
+                                                  latents.gather(1, index.expand(-1, -1, latents.shape[-1])))
+    out = anchored(video, keep, target)
+    expected = float(expected_latent.detach()) + 0.5 * float(expected_pixels.detach())
+    assert float(out.prediction_loss) == pytest.approx(expected, rel=1e-5)
+    out.loss.backward()
+    assert anchored.predictor.pixel_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="pixel_weight"):
+        load_config("tiny", overrides=["train.pixel_weight=-1"])

@@ -112,6 +112,9 @@ class TrainConfig:
     # no EMA copy to save: the saved encoder is the context encoder.
     targets: str = "ema"
     teacher_run: str | None = None  # targets=frozen: a run folder whose encoder is the teacher
+    # > 0: the predictor also regresses the masked tubelets' normalised pixels (MSE, this weight) beside its
+    # targets, an anchor of the features to their input.
+    pixel_weight: float = 0.0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of every epoch
@@ -279,6 +282,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.regularizer must be none, sigreg or vicreg, got {cfg.train.regularizer!r}")
     if cfg.train.targets not in TARGETS:
         raise ConfigError(f"train.targets must be one of {', '.join(TARGETS)}, got {cfg.train.targets!r}")
+    if cfg.train.pixel_weight < 0:
+        raise ConfigError(f"train.pixel_weight must be ≥ 0, got {cfg.train.pixel_weight}")
     if cfg.train.teacher_run and cfg.train.targets != "frozen":
         raise ConfigError("train.teacher_run is the frozen teacher's run folder: set train.targets=frozen with it")
     if cfg.train.target_norm not in ("layer", "clip"):

@@ -38,7 +38,8 @@ class JEPA(nn.Module):
 
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
-                 vicreg_std: float = 1.0, targets: str = "ema", reg_scale_free: bool = False) -> None:
+                 vicreg_std: float = 1.0, targets: str = "ema", reg_scale_free: bool = False,
+                 pixel_weight: float = 0.0) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
@@ -51,7 +52,10 @@ class JEPA(nn.Module):
         if targets == "motion" and not frames:
             raise ValueError("motion targets need tubelets of at least 2 frames")
         out_dim = cfg.in_chans * frames * cfg.patch_size**2 if frames else None
-        self.predictor = Predictor(cfg, self.encoder.grid, out_dim=out_dim)
+        self.pixel_weight = pixel_weight
+        tubelet_pixels = cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2
+        self.predictor = Predictor(cfg, self.encoder.grid, out_dim=out_dim,
+                                   pixel_dim=tubelet_pixels if pixel_weight > 0 else 0)
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
@@ -92,7 +96,12 @@ class JEPA(nn.Module):
             first_targets = targets if first_targets is None else first_targets
             context = self.encoder(video, k) if context_only else gather_tokens(self.encoder(video), k)
             contexts.append(context)
-            losses.append(jepa_loss(self.predictor(context, k, t), targets, self.loss_name))
+            if self.pixel_weight > 0:  # the latent loss plus a pixel read-out anchoring the features to the input
+                prediction, pixels = self.predictor.forward_with_pixels(context, k, t)
+                pixel_loss = jepa_loss(pixels, gather_tokens(pixel_targets(self.encoder.patchify(video)), t), "l2")
+                losses.append(jepa_loss(prediction, targets, self.loss_name) + self.pixel_weight * pixel_loss)
+            else:
+                losses.append(jepa_loss(self.predictor(context, k, t), targets, self.loss_name))
         prediction = torch.stack(losses).mean()
         reg = torch.zeros((), device=video.device)
         if self.regularizer != "none" and self.reg_weight > 0:

@@ -126,7 +126,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         t = cfg.train
         self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on,
-                          t.target_norm, t.vicreg_std, t.targets, t.reg_scale_free).to(device)
+                          t.target_norm, t.vicreg_std, t.targets, t.reg_scale_free, t.pixel_weight).to(device)
         if t.teacher_run:
             load_teacher(self.model, t.teacher_run)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
