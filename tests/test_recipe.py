@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,20 @@ def test_position_and_local_shares_split_the_variance():
     assert position_share(clips) == pytest.approx(0.0, abs=1e-5) and local_share(clips) == pytest.approx(0.0, abs=1e-5)
     both = positions + local
     assert position_share(both) + local_share(both) == pytest.approx(1.0, abs=0.05)
+
+
+def test_bench_recipes_state_every_setting_whose_default_has_moved():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "learning"))
+    try:
+        import recipe_sweep
+        import scaling
+        from inmemory import check_recipes
+    finally:
+        sys.path.pop(0)
+    check_recipes(scaling.RECIPES, scaling.BASE)  # raises SystemExit on a recipe that leaves one out
+    check_recipes(recipe_sweep.RECIPES, recipe_sweep.BASE)
+    with pytest.raises(SystemExit, match="train.lr"):
+        check_recipes({"vicreg": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_scale_free=true",
+                                  "train.vicreg_std=0.7"]})

@@ -42,12 +42,16 @@ def render_set(classes: tuple[str, ...], per_class: int, seed: int, size: int, f
     return torch.from_numpy(np.stack(clips)), labels
 
 
-def check_recipes(recipes: dict[str, list[str]]) -> None:
-    """Every recipe must state its objective in full (regulariser and targets), so that a change of library
-    default can never silently change what a recipe measures."""
+# What a recipe must state (itself or through the base it extends): a library default of any of these may move.
+STATED = {"train.regularizer", "train.targets", "train.lr", "train.reg_scale_free", "train.vicreg_std"}
+
+
+def check_recipes(recipes: dict[str, list[str]], base: list[str] = ()) -> None:
+    """Every recipe must state its objective in full (regulariser, targets and the settings whose defaults have
+    moved), so that a change of library default can never silently change what a recipe measures."""
     for name, overrides in recipes.items():
-        keys = {o.split("=", 1)[0] for o in overrides}
-        missing = {"train.regularizer", "train.targets"} - keys
+        keys = {o.split("=", 1)[0] for o in [*base, *overrides]}
+        missing = STATED - keys
         if missing:
             raise SystemExit(f"recipe {name!r} must state {', '.join(sorted(missing))} explicitly")
 

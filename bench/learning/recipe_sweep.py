@@ -31,7 +31,10 @@ from picojepa.probe.classifier import ProbeConfig, head_probabilities, train_hea
 from picojepa.probe.features import extract_features
 from picojepa.train.pretrain import initial_encoder
 
-BASE = ["model.img_size=64", "data.frame_stride=2"]
+# The set-up, and the objective's settings as they were when these recipes were measured (library defaults
+# until 2026-12-04), pinned so that a later change of default cannot change what a recipe name measures.
+BASE = ["model.img_size=64", "data.frame_stride=2", "train.lr=5e-4", "train.reg_scale_free=false",
+        "train.vicreg_std=1.0", "mask.ratio=0.75", "train.pixel_weight=0.0"]
 # Every recipe states its regulariser (and its targets): since VICReg became the library default, a recipe that
 # left them out silently measured VICReg instead of the plain objective it was named after.
 PLAIN = ["train.targets=ema", "train.regularizer=none"]
@@ -127,7 +130,7 @@ def main() -> None:
     args.fractions = tuple(float(f) for f in args.fractions.split(","))
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_recipes(RECIPES)
+    check_recipes(RECIPES, BASE)
     names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU

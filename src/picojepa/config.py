@@ -73,7 +73,9 @@ TARGETS = ("ema", "frozen", "pixels", "motion")
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 8
-    lr: float = 5e-4
+    # Measured at batch 32 (docs/scaling.md): 1.5e-4 keeps gaining up to 80k clip-steps where 3e-4-5e-4 peak near
+    # 20k and then lose most of their gain.
+    lr: float = 1.5e-4
     min_lr: float = 1e-6
     warmup_fraction: float = 0.1
     weight_decay: float = 0.04
@@ -95,11 +97,11 @@ class TrainConfig:
     # content (minus the position's mean only) or tokens (raw).
     reg_on: str = "local"
     sigreg_directions: int = 256
-    vicreg_std: float = 1.0  # the variance hinge's target std per dimension (VICReg: 1)
+    vicreg_std: float = 0.7  # the variance hinge's target std per dimension (VICReg: 1; scale-free: a share)
     # Layer-normalise the tokens (no gain) before the regulariser: the encoder's final LayerNorm gain, which has no
     # weight decay, can then neither meet the variance hinge by growing nor inflate the covariance term, and the
     # hinge's target reads as a share: std γ asks for a local share of at least about γ².
-    reg_scale_free: bool = False
+    reg_scale_free: bool = True
     # Prediction targets: layer (V-JEPA: layer-normed target tokens) or clip (also minus the clip's mean
     # token, unit RMS per clip). Measured (docs/recipes.md): clip is no better with VICReg local, and
     # collapses without a regulariser.

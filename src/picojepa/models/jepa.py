@@ -38,7 +38,7 @@ class JEPA(nn.Module):
 
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
-                 vicreg_std: float = 1.0, targets: str = "ema", reg_scale_free: bool = False,
+                 vicreg_std: float = 0.7, targets: str = "ema", reg_scale_free: bool = True,
                  pixel_weight: float = 0.0) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
