@@ -195,6 +195,6 @@ def test_bench_recipes_state_every_setting_whose_default_has_moved():
         sys.path.pop(0)
     check_recipes(scaling.RECIPES, scaling.BASE)  # raises SystemExit on a recipe that leaves one out
     check_recipes(recipe_sweep.RECIPES, recipe_sweep.BASE)
-    with pytest.raises(SystemExit, match="train.lr"):
+    with pytest.raises(SystemExit, match=r"train\.lr"):
         check_recipes({"vicreg": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_scale_free=true",
                                   "train.vicreg_std=0.7"]})
