@@ -314,6 +314,9 @@ def setting(row: dict[str, Any]) -> str:
 
 def report(args: argparse.Namespace) -> None:
     rows = load_rows(args.report)
+    if args.only:
+        keep = set(args.only.split(","))
+        rows = [r for r in rows if r["recipe"] in keep]
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(setting(r), r["kind"], r["clip_steps"])].append(r)
@@ -403,6 +406,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--preset", default="pico")
     ap.add_argument("--recipes", default="vicreg-ema", help=f"comma-separated, from: {', '.join(RECIPES)}")
+    ap.add_argument("--only", default="", help="--report: only these recipes (comma-separated)")
     ap.add_argument("--extra", action="append", default=[], help="override applied to every recipe")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budgets", default="10000,20000,40000,80000", help="clip-steps, one separate run each")
