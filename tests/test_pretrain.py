@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from picojepa import load_encoder
 from picojepa.config import load_config
-from picojepa.errors import CheckpointError, PicoJepaError
+from picojepa.errors import CheckpointError, ConfigError, PicoJepaError
 from picojepa.train import pretrain
 from picojepa.train.checkpoint import load_checkpoint
 
@@ -171,3 +171,14 @@ def test_cpu_runs_use_deterministic_kernels_and_restore_the_callers_setting(vide
     pretrain(cfg, video_folder, tmp_path / "run", progress=False, cache_dir=cache_dir, monitor=recorder)
     assert recorder.seen and set(recorder.seen) == {deterministic}
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_clip_steps_sets_the_run_length_whatever_the_number_of_videos(video_folder, tmp_path, cache_dir):
+    # 1 epoch of this folder is 3 steps of 4 clips; 22 clip-steps ask for ceil(22 / 4) = 6 steps.
+    cfg = tiny(epochs=1, **{"train.clip_steps": "22"})
+    result = pretrain(cfg, video_folder, tmp_path / "run", progress=False, cache_dir=cache_dir)
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert result.steps == meta["total_steps"] == 6 and meta["steps_per_epoch"] == 3
+    assert result.clips_seen == 24
+    with pytest.raises(ConfigError, match="clip_steps"):
+        tiny(**{"train.clip_steps": "-5"})

@@ -72,6 +72,10 @@ TARGETS = ("ema", "frozen", "pixels", "motion")
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    # > 0: the run's length in clips (steps × batch size) instead of epochs, whatever the number of videos.
+    # Gains over random init depend on clips seen, not on passes (docs/scaling.md: they peak near 20k
+    # clip-steps on the demo's task), so a budget stated this way carries over between data sets.
+    clip_steps: int = 0
     batch_size: int = 8
     # Measured at batch 32 (docs/scaling.md): 1.5e-4 keeps gaining up to 80k clip-steps where 3e-4-5e-4 peak near
     # 20k and then lose most of their gain.
@@ -310,6 +314,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.cache_max_frames must be at least model.num_frames")
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
         raise ConfigError("train.batch_size and train.epochs must be ≥ 1")
+    if cfg.train.clip_steps < 0:
+        raise ConfigError("train.clip_steps must be ≥ 0 (0: the run's length is train.epochs)")
     if not 0.0 <= cfg.data.max_bad_fraction <= 1.0:
         raise ConfigError("data.max_bad_fraction must be in [0, 1]")
 

@@ -45,6 +45,10 @@ ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML fi
 Overrides = Annotated[list[str] | None, typer.Option(
     "--set", help="Override any config field, e.g. --set model.depth=4 --set mask.type=tube (repeatable).")]
 Epochs = Annotated[int | None, typer.Option(help="Pretraining epochs (passes over the videos).")]
+ClipSteps = Annotated[int | None, typer.Option(
+    "--clip-steps", min=1, help="Pretraining length in clips (steps × batch size), instead of --epochs: the same "
+                                "budget on any number of videos. About 20000 is where gains peaked in "
+                                "docs/scaling.md.")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", "-b", help="Clips per step.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")]
 Seed = Annotated[int | None, typer.Option(help="Random seed (data order, masks, init).")]

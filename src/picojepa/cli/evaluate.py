@@ -15,6 +15,7 @@ from .common import (
     PROBE_GRID_HELP,
     BatchSize,
     CacheDir,
+    ClipSteps,
     ConfigFile,
     Device,
     Epochs,
@@ -86,6 +87,7 @@ def experiment(
                                                      "ratio (independent mode).")] = False,
     head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Epochs = None,
+    clip_steps: ClipSteps = None,
     batch_size: BatchSize = None,
     probe_epochs: Annotated[int, typer.Option(help="Head training epochs.")] = 60,
     probe_grid: Annotated[bool, typer.Option("--probe-grid/--single-head", help=(
@@ -152,6 +154,8 @@ def experiment(
     extra = list(overrides or [])
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")
+    if clip_steps is not None:  # every encoder's own budget (each Partial's too, on its shard in independent mode)
+        extra.append(f"train.clip_steps={clip_steps}")
     if batch_size is not None:
         extra.append(f"train.batch_size={batch_size}")
     settings = ExperimentSettings(

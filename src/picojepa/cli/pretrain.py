@@ -12,6 +12,7 @@ from .app import app
 from .common import (
     BatchSize,
     CacheDir,
+    ClipSteps,
     ConfigFile,
     Decoder,
     Device,
@@ -35,6 +36,7 @@ def pretrain(
     config: ConfigFile = None,
     overrides: Overrides = None,
     epochs: Epochs = None,
+    clip_steps: ClipSteps = None,
     batch_size: BatchSize = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     device: Device = "auto",
@@ -72,7 +74,8 @@ def pretrain(
     from ..train.distributed import env_rank
 
     cfg = build_config(
-        preset, config, overrides, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
+        preset, config, overrides, train__epochs=epochs, train__clip_steps=clip_steps, train__batch_size=batch_size,
+        train__lr=lr,
         train__device=device, train__seed=seed, train__compile=compile or None, data__decoder=decoder,
         data__use_cache=False if no_cache else None, data__num_workers=workers,
         data__max_bad_fraction=max_bad_fraction,

@@ -304,6 +304,13 @@ def deterministic_kernels(enabled: bool, device: torch.device) -> Iterator[None]
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
+def planned_steps(cfg: Config, steps_per_epoch: int, batch_size: int) -> int:
+    """The run's optimiser steps: ``train.clip_steps`` / batch (rounded up) when set, else epochs × steps per epoch."""
+    if cfg.train.clip_steps > 0:
+        return -(-cfg.train.clip_steps // batch_size)
+    return cfg.train.epochs * steps_per_epoch
+
+
 def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool, progress: bool,
               max_steps: int | None, cache_dir: str | Path | None, monitor: Monitor | None,
               ctx: distributed.DistContext, trust_pickle: bool = False) -> PretrainResult:
@@ -332,7 +339,7 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     if batch_size < cfg.train.batch_size:
         warn(f"only {n} usable videos: batch size lowered from {cfg.train.batch_size} to {batch_size}")
     steps_per_epoch = n // batch_size
-    total_steps = cfg.train.epochs * steps_per_epoch
+    total_steps = planned_steps(cfg, steps_per_epoch, batch_size)
     signature = data_signature(prepared, cfg)
     distributed.check_same(ctx, signature, "videos or data settings")
     trainer = Trainer(cfg, device, total_steps, dist=ctx)
