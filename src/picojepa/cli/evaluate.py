@@ -82,9 +82,11 @@ def experiment(
     overrides: Overrides = None,
     members: Annotated[int, typer.Option(help="Number of Partial models (shards).")] = 4,
     mode: Annotated[str, typer.Option(help="shared: one encoder for all (published protocol); independent: "
-                                           "each Partial pretrains its own encoder on its shard.")] = "shared",
+                                           "each Partial pretrains its own encoder on its shard; deep: each "
+                                           "Partial pretrains its own encoder on the whole pool with its own "
+                                           "seed, and its head trains on every training label.")] = "shared",
     heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds, head types, width/depth, mask "
-                                                     "ratio (independent mode).")] = False,
+                                                     "ratio (independent and deep modes).")] = False,
     head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Epochs = None,
     clip_steps: ClipSteps = None,

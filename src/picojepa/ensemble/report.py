@@ -526,6 +526,8 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]
     )
     if report.get("compute"):
         parts += _section("Compute per model", _compute_table(report["compute"]))
+    if (report.get("ensemble_compute") or {}).get("ensemble"):
+        parts += _section("Compute: ensemble vs General", ensemble_compute_text(report["ensemble_compute"]))
     if figures:
         parts += _section(
             "Figures", "\n\n".join(f"![{caption}]({path})\n\n*{caption}*" for caption, path in figures)
@@ -646,6 +648,24 @@ def _compute_table(compute: Mapping[str, Mapping[str, Any]]) -> str:
         [display_name(n), *[_format_value(info.get(k, "–")) for k in keys]] for n, info in compute.items()
     ]
     return _markdown_table(["Model", *keys], rows)
+
+
+def ensemble_compute_text(compute: Mapping[str, Any]) -> str:
+    """Pretraining clip-steps (steps × batch, as each run recorded them) and head steps of General, each
+    Partial and the ensemble in total, and the ratio ensemble / General, so gaps can be read at their cost."""
+    headers = ["Model", "Encoder", "Pretraining steps", "Batch", "Clip-steps", "Head steps"]
+
+    def row(name: str, c: Mapping[str, Any]) -> list[str]:
+        return [display_name(name), str(c["encoder"]), str(c["pretrain_steps"]), str(c["pretrain_batch"]),
+                str(c["pretrain_clip_steps"]), str(c["head_steps"])]
+
+    total = compute["ensemble"]
+    rows = [row("general", compute["general"]), *[row(n, c) for n, c in compute["members"].items()],
+            ["Ensemble total", "–", "–", "–", str(total["pretrain_clip_steps"]), str(total["head_steps"])]]
+    ratio = (f"Ensemble total / General: pretraining clip-steps ×{compute['ratio_ensemble_to_general']:g}, head "
+             f"steps ×{compute['head_steps_ratio_ensemble_to_general']:g}. An encoder shared by several models is "
+             f"counted once. Protocol: {compute.get('note', '')}.")
+    return _markdown_table(headers, rows) + "\n\n" + ratio
 
 
 def format_terminal_tables(report: Mapping[str, Any]) -> str:

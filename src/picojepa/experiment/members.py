@@ -36,7 +36,7 @@ from ..train import load_encoder
 from ..train.checkpoint import ENCODER_FILE
 from ..utils import atomic_write
 from .backends import mark_reused
-from .settings import ExperimentSettings, LabelledData, Member
+from .settings import FULL_DATA_MODES, ExperimentSettings, LabelledData, Member
 
 
 @dataclass
@@ -46,17 +46,17 @@ class MemberOutcome:
     meta: dict[str, Any]  # head, encoder, train_videos, best_epoch, val_accuracy
 
 
-def train_idx_of(member: Member, data: LabelledData) -> np.ndarray:
+def train_idx_of(member: Member, data: LabelledData, mode: str) -> np.ndarray:
     """General and the random-init baseline train their heads on the whole training split, Partial i on
-    shard i."""
-    if member.name in ("general", RANDOM_INIT):
+    shard i — or on the whole training split too in the deep protocol."""
+    if member.name in ("general", RANDOM_INIT) or mode in FULL_DATA_MODES:
         return data.split_idx["train"]
     return data.shard_idx[int(member.name.split("_")[1]) - 1]
 
 
 def member_job(member: Member, features: Features, data: LabelledData, settings: ExperimentSettings, out: Path,
                encoder_dir: Path, cfg: Config) -> MemberOutcome:
-    train_idx = train_idx_of(member, data)
+    train_idx = train_idx_of(member, data, settings.mode)
     select, val, test = data.val_select, data.val_fit, data.split_idx["test"]
     probe = ProbeConfig(head=member.head, epochs=settings.probe_epochs, num_clips=settings.num_clips,
                         seed=member.seed, grid=settings.head_grid, inits=settings.probe_inits)
@@ -70,7 +70,7 @@ def member_job(member: Member, features: Features, data: LabelledData, settings:
         head_probabilities(trained.head, features, val, member.head, settings.num_clips),
         head_probabilities(trained.head, features, test, member.head, settings.num_clips),
         {"head": member.head, "encoder": member.encoder, "train_videos": len(train_idx),
-         "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy})
+         "head_steps": trained.steps, "best_epoch": trained.best_epoch, "val_accuracy": trained.val_accuracy})
     _save_member(out, member, trained, probe, encoder_dir, cfg, data, train_idx)
     _store(record, key, outcome)
     return outcome
@@ -111,6 +111,7 @@ def _load(path: Path, key: str) -> MemberOutcome | None:
     if not path.is_file():
         return None
     with np.load(path) as z:
-        if str(z["key"]) != key:
+        meta = json.loads(str(z["meta"]))
+        if str(z["key"]) != key or "head_steps" not in meta:  # a record from before head steps were counted
             return None
-        return MemberOutcome(z["val"], z["test"], json.loads(str(z["meta"])))
+        return MemberOutcome(z["val"], z["test"], meta)

@@ -54,7 +54,7 @@ from ..utils import resolve_device, write_json
 from .backends import Backend, Job, LocalBackend, mark_reused
 from .figures import experiment_figures
 from .members import member_job
-from .settings import MIN_VIDEOS_PER_CLASS, ExperimentSettings, LabelledData, Member
+from .settings import FULL_DATA_MODES, MIN_VIDEOS_PER_CLASS, ExperimentSettings, LabelledData, Member
 
 FITTED_ON_VALIDATION = ("weighted", "stack")  # the aggregations that learn something from validation videos
 
@@ -66,8 +66,8 @@ def _round_width(width: float, heads: int) -> int:
 
 
 def encoder_configs(settings: ExperimentSettings, base: Config) -> dict[str, Config]:
-    """Pretraining configs by encoder name. Heterogeneous independent members vary width, depth and
-    mask ratio; every partial encoder gets its own seed."""
+    """Pretraining configs by encoder name. Outside the shared protocol every partial encoder gets its own
+    seed, and heterogeneous members also vary width, depth and mask ratio."""
     if settings.mode == "shared":
         return {"general": base}
     configs = {"general": base}
@@ -93,7 +93,7 @@ def plan_members(settings: ExperimentSettings) -> list[Member]:
                Member(RANDOM_INIT, RANDOM_INIT, settings.head, settings.seed)]
     for i in range(settings.members):
         encoder = "general" if settings.mode == "shared" else f"partial_{i + 1}"
-        seed = settings.seed + 1 + i if settings.heterogeneous or settings.mode == "independent" else settings.seed
+        seed = settings.seed + 1 + i if settings.heterogeneous or settings.mode != "shared" else settings.seed
         members.append(Member(f"partial_{i + 1}", encoder, heads[i % len(heads)], seed))
     return members
 
@@ -157,8 +157,11 @@ def fit_shortfall(idx: np.ndarray, labels: np.ndarray, class_names: list[str], w
             f"{MIN_VIDEOS_PER_CLASS} ({shown})")
 
 
-def shard_coverage(data: LabelledData) -> dict[str, list[str]]:
-    """Partial members whose training shard has no video of some class → those classes."""
+def shard_coverage(settings: ExperimentSettings, data: LabelledData) -> dict[str, list[str]]:
+    """Partial members whose training shard has no video of some class → those classes (none when every
+    head trains on the whole training split)."""
+    if settings.mode in FULL_DATA_MODES:
+        return {}
     missing = missing_classes_per_shard(data.shard_idx, data.labels, classes=np.unique(data.labels))
     return {f"partial_{k + 1}": [data.class_names[c] for c in cls] for k, cls in missing.items()}
 
@@ -184,6 +187,14 @@ def pretraining_pool(settings: ExperimentSettings, data: LabelledData) -> tuple[
     meta = {"source": settings.pretrain_data, "videos": len(kept), "removed_val_test": removed,
             "eval_videos_allowed": settings.allow_eval_in_pretrain}
     return VideoSet(kept, pool.class_names, pool.source, pool.problems), meta
+
+
+def member_pools(settings: ExperimentSettings, data: LabelledData, pool: VideoSet,
+                 names: list[str]) -> dict[str, VideoSet]:
+    """Each encoder's pretraining videos: the whole pool for General (and for every Partial in the deep
+    protocol), the Partial's shard in the independent one."""
+    shards = encoder_shards(settings, data, pool) if settings.mode == "independent" else []
+    return {name: shards[int(name.split("_")[1]) - 1] if shards and name != "general" else pool for name in names}
 
 
 def encoder_shards(settings: ExperimentSettings, data: LabelledData, pool: VideoSet) -> list[VideoSet]:
@@ -241,17 +252,25 @@ def ensure_encoder(cfg: Config, pool: VideoSet, run_dir: Path, progress: bool, c
     info(f"{'reusing' if resume else 'pretraining'} encoder {run_dir.name} ({len(pool.items)} videos)")
     result = pretrain(cfg, pool, run_dir, resume=resume, progress=progress, cache_dir=cache_dir, monitor=monitor)
     meta = read_run_config(run_dir)
-    return {"run_dir": str(run_dir), "clip_steps": result.clips_seen, "steps": result.steps,
+    return {"run_dir": str(run_dir), **run_compute(meta), "clips_trained": result.clips_seen,
             "videos": result.videos, "seconds": round(result.seconds, 1), "skipped": len(result.skipped),
             "params": meta["encoder_params"], "monitor": (meta.get("monitor") or {}).get("text")}
+
+
+def run_compute(meta: dict[str, Any]) -> dict[str, int]:
+    """A run's pretraining compute as its own config.json records it: optimiser steps run, the batch size it
+    ran at (lowered on small pools), and their product, the clip-steps (clips of videos that failed to
+    decode included: the compute was spent; ``clips_trained`` excludes them)."""
+    steps, batch = int(meta.get("steps", 0)), int(meta.get("batch_size", 0))
+    return {"steps": steps, "batch_size": batch, "clip_steps": steps * batch}
 
 
 def ensure_random_init(cfg: Config, run_dir: Path) -> dict:
     """The baseline: the General's architecture and seed at initialisation, saved as a 0-step run."""
     if not (run_dir / ENCODER_FILE).exists():
         save_initial_encoder(cfg, run_dir)
-    return {"run_dir": str(run_dir), "clip_steps": 0, "steps": 0, "videos": 0, "seconds": 0.0, "skipped": 0,
-            "params": read_run_config(run_dir)["encoder_params"], "monitor": None}
+    return {"run_dir": str(run_dir), "steps": 0, "batch_size": 0, "clip_steps": 0, "clips_trained": 0, "videos": 0,
+            "seconds": 0.0, "skipped": 0, "params": read_run_config(run_dir)["encoder_params"], "monitor": None}
 
 
 def _features(encoder_dir: Path, cfg: Config, data: LabelledData, num_clips: int, tokens: bool,
@@ -398,18 +417,19 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     if epoch_shortfall and not settings.allow_small_fits:
         data.val_select = np.empty(0, dtype=int)  # no choice on too few videos: every head keeps its last epoch
     counts: dict[str, Any] = {k: len(v) for k, v in data.split_idx.items()}
-    counts.update({"val (epoch selection)": len(data.val_select), "val (aggregation fits)": len(data.val_fit),
-                   "shards": [len(s) for s in data.shard_idx]})
+    counts.update({"val (epoch selection)": len(data.val_select), "val (aggregation fits)": len(data.val_fit)})
+    if settings.mode not in FULL_DATA_MODES:  # shards are saved in splits.json either way, used only here
+        counts["shards"] = [len(s) for s in data.shard_idx]
+    heads_on = ("every Partial's head on the whole training split" if settings.mode in FULL_DATA_MODES
+                else f"{settings.members} shards of {[len(s) for s in data.shard_idx]} training videos")
     info(f"{len(data.paths)} labelled videos, {len(data.class_names)} classes; split "
-         f"{ {k: len(v) for k, v in data.split_idx.items()} }; {settings.members} shards of "
-         f"{[len(s) for s in data.shard_idx]} training videos")
+         f"{ {k: len(v) for k, v in data.split_idx.items()} }; {heads_on}")
     timings["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
     pool, pool_meta = pretraining_pool(settings, data)
     configs = encoder_configs(settings, base)
-    shards = encoder_shards(settings, data, pool) if settings.mode == "independent" else []
-    pools = {name: pool if name == "general" else shards[int(name.split("_")[1]) - 1] for name in configs}
+    pools = member_pools(settings, data, pool, list(configs))
     write_json(out / "pretraining_pools.json",
                {name: [str(item.path) for item in p.items] for name, p in pools.items()})
     dirs = {name: encoder_dir(encoders_root, name, pretrain_key(cfg, pools[name])) for name, cfg in configs.items()}
@@ -496,9 +516,9 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         predictions={"vote": hard_vote(p_test)[0]}, split_counts=counts, best_single=best, compute=compute,
         extra={"mode": settings.mode, "preset": settings.preset, "heterogeneous": settings.heterogeneous,
                "settings": dataclasses.asdict(settings), "pretraining_pool": pool_meta, "encoders": encoders,
-               "heads": heads_meta, "ensemble_compute": _ensemble_compute(settings, encoders),
+               "heads": heads_meta, "ensemble_compute": ensemble_compute(settings, members, encoders, heads_meta),
                "other_head": other_head, "low_shot": low_shot, "fitting": fitting,
-               "not_fitted": not_fitted, "flags": flags, "shard_coverage": shard_coverage(data),
+               "not_fitted": not_fitted, "flags": flags, "shard_coverage": shard_coverage(settings, data),
                "resolution": {"test_videos": len(test),
                               "half_width_pp": round(100 * 1.96 * float(np.sqrt(0.25 / len(test))), 1)},
                "validation_accuracy": {m: float((val_probs[m].argmax(1) == y_val).mean()) for m in val_probs},
@@ -561,20 +581,41 @@ def _compute_table(settings: ExperimentSettings, members: list[Member], encoders
     table = {}
     for m in members:
         enc = encoders[m.encoder]
-        table[m.name] = {"encoder": m.encoder, "pretrain_clip_steps": enc["clip_steps"],
-                         "pretrain_videos": enc["videos"], "pretrain_seconds": enc["seconds"],
-                         "encoder_params": enc["params"], "head": m.head,
-                         "head_train_videos": heads[m.name]["train_videos"], "seed": m.seed,
-                         "shared_encoder": settings.mode == "shared"}
+        table[m.name] = {"encoder": m.encoder, "pretrain_steps": enc["steps"], "pretrain_batch": enc["batch_size"],
+                         "pretrain_clip_steps": enc["clip_steps"], "pretrain_videos": enc["videos"],
+                         "pretrain_seconds": enc["seconds"], "encoder_params": enc["params"], "head": m.head,
+                         "head_train_videos": heads[m.name]["train_videos"], "head_steps": heads[m.name]["head_steps"],
+                         "seed": m.seed, "shared_encoder": settings.mode == "shared"}
     return table
 
 
-def _ensemble_compute(settings: ExperimentSettings, encoders: dict[str, dict]) -> dict[str, Any]:
-    general = encoders["general"]["clip_steps"]
-    if settings.mode == "shared":
-        return {"general_clip_steps": general, "ensemble_clip_steps": general,
-                "note": "shared mode: General and all Partials use one encoder, pretrained once"}
-    partial = sum(v["clip_steps"] for k, v in encoders.items() if k.startswith("partial_"))
-    return {"general_clip_steps": general, "ensemble_clip_steps": partial,
-            "ratio_ensemble_to_general": round(partial / max(general, 1), 3),
-            "note": "independent mode: each Partial pretrains its own encoder on its shard"}
+MODE_NOTES = {
+    "shared": "shared mode: General and all Partials use one encoder, pretrained once",
+    "independent": "independent mode: each Partial pretrains its own encoder on its shard",
+    "deep": "deep mode: each Partial pretrains its own encoder on the whole pool with its own seed, and trains "
+            "its head on every training label",
+}
+
+
+def ensemble_compute(settings: ExperimentSettings, members: list[Member], encoders: dict[str, dict],
+                     heads: dict[str, dict]) -> dict[str, Any]:
+    """Pretraining clip-steps and head steps of General, of each Partial and of the ensemble in total, as the
+    runs recorded them. An encoder several Partials share counts once: it was pretrained once."""
+    general = next(m for m in members if m.name == "general")
+    partials = [m for m in members if m.name not in ("general", RANDOM_INIT)]
+
+    def cost(m: Member) -> dict[str, Any]:
+        enc = encoders[m.encoder]
+        return {"encoder": m.encoder, "pretrain_steps": enc["steps"], "pretrain_batch": enc["batch_size"],
+                "pretrain_clip_steps": enc["clip_steps"], "head_steps": heads[m.name]["head_steps"]}
+
+    per_member = {m.name: cost(m) for m in partials}
+    ensemble_pretrain = sum(encoders[e]["clip_steps"] for e in dict.fromkeys(m.encoder for m in partials))
+    ensemble_heads = sum(c["head_steps"] for c in per_member.values())
+    gen = cost(general)
+    return {"general": gen, "members": per_member,
+            "ensemble": {"pretrain_clip_steps": ensemble_pretrain, "head_steps": ensemble_heads},
+            "general_clip_steps": gen["pretrain_clip_steps"], "ensemble_clip_steps": ensemble_pretrain,
+            "ratio_ensemble_to_general": round(ensemble_pretrain / max(gen["pretrain_clip_steps"], 1), 3),
+            "head_steps_ratio_ensemble_to_general": round(ensemble_heads / max(gen["head_steps"], 1), 3),
+            "note": MODE_NOTES[settings.mode]}

@@ -89,6 +89,7 @@ class TrainedHead:
     val_accuracy: float
     history: list[dict[str, Any]] = field(default_factory=list)
     member_epochs: list[int] = field(default_factory=list)  # an ensemble's members' best epochs
+    steps: int = 0  # optimiser steps run to train it (an ensemble's: all its members')
 
     @property
     def epochs_text(self) -> str:
@@ -170,7 +171,8 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
     if len(val_idx):
         probs = head_probabilities(head, features, val_idx, cfg.head, features.pooled.shape[1])
         accuracy = float((probs.argmax(1) == labels[val_idx]).mean())
-    return TrainedHead(head, max(run.best_epoch for run in runs), accuracy, history, [run.best_epoch for run in runs])
+    return TrainedHead(head, max(run.best_epoch for run in runs), accuracy, history, [run.best_epoch for run in runs],
+                       sum(run.steps for run in runs))
 
 
 def _train_one(features: Features, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -192,7 +194,7 @@ def _train_one(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
     steps_per_epoch = max(1, -(-len(x_train) // cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
-    selector, history = EpochSelector(), []
+    selector, history, steps = EpochSelector(), [], 0
     for epoch in range(cfg.epochs):
         head.train()
         order = torch.randperm(len(x_train), generator=gen).to(device)
@@ -205,13 +207,14 @@ def _train_one(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
             loss.backward()
             opt.step()
             sched.step()
+            steps += 1
             total += float(loss.detach()) * len(b)
         probs = head_probabilities(head, features, val_idx, cfg.head, K) if len(val_idx) else None
         scores = selector.consider(epoch + 1, head, probs, labels[val_idx])
         history.append({"epoch": epoch + 1, "train_loss": total / len(order), **scores})
     head.load_state_dict(selector.state)
     head.cpu().eval()
-    return TrainedHead(head, selector.epoch, selector.accuracy, history)
+    return TrainedHead(head, selector.epoch, selector.accuracy, history, steps=steps)
 
 
 class VideoClassifier(nn.Module):
