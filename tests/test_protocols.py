@@ -46,7 +46,7 @@ def run_config(report: dict, name: str) -> dict:
 
 
 def test_unknown_mode_names_the_valid_ones():
-    with pytest.raises(ConfigError, match="shared, independent, deep"):
+    with pytest.raises(ConfigError, match="shared, independent, deep, compute-matched"):
         ExperimentSettings(data="x", mode="bagging").validate()
 
 
@@ -97,6 +97,25 @@ def test_compute_accounting_sums_what_the_runs_recorded(deep_run):
     assert "## Compute: ensemble vs General" in text
     assert f"Ensemble total / General: pretraining clip-steps ×{MEMBERS}, head steps ×{MEMBERS}" in text
     assert f"| Ensemble total | – | – | – | {total} | {MEMBERS * head_steps} |" in text
+
+
+def test_compute_matched_general_pretrains_as_long_as_the_whole_ensemble(labelled, tmp_path):
+    settings = ExperimentSettings(data=str(labelled), preset="tiny", overrides=FAST, members=2,
+                                  mode="compute-matched", probe_epochs=2, num_clips=2, probe_grid=False,
+                                  monitor=False, allow_small_fits=True)
+    report = run_experiment(settings, tmp_path / "exp", cache_dir=tmp_path / "cache", progress=False, figures=False,
+                            quiet_tables=True).report
+    general, members = run_config(report, "general"), [run_config(report, n) for n in ("partial_1", "partial_2")]
+    assert general["config"]["train"]["epochs"] == 2 * members[0]["config"]["train"]["epochs"] == 2
+    assert general["steps"] == sum(m["steps"] for m in members) > 0
+    compute = report["ensemble_compute"]
+    assert compute["ensemble_clip_steps"] == compute["general_clip_steps"] == general["steps"] * general["batch_size"]
+    assert compute["ratio_ensemble_to_general"] == 1.0 and compute["general_length_factor"] == 2
+    # The heads are the deep protocol's: every member on all the training labels.
+    assert {report["heads"][n]["train_videos"] for n in ("general", "partial_1", "partial_2")} == {
+        report["splits"]["train"]}
+    text = (tmp_path / "exp" / "report.md").read_text()
+    assert "pretraining clip-steps ×1, " in text and "compute-matched mode" in text
 
 
 def test_an_encoder_shared_by_the_members_is_counted_once():

@@ -84,7 +84,10 @@ def experiment(
     mode: Annotated[str, typer.Option(help="shared: one encoder for all (published protocol); independent: "
                                            "each Partial pretrains its own encoder on its shard; deep: each "
                                            "Partial pretrains its own encoder on the whole pool with its own "
-                                           "seed, and its head trains on every training label.")] = "shared",
+                                           "seed, and its head trains on every training label; "
+                                           "compute-matched: deep, and General pretrains N× longer (N = "
+                                           "--members) so its pretraining compute equals the ensemble's."
+                                      )] = "shared",
     heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds, head types, width/depth, mask "
                                                      "ratio (independent and deep modes).")] = False,
     head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",

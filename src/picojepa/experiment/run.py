@@ -70,7 +70,7 @@ def encoder_configs(settings: ExperimentSettings, base: Config) -> dict[str, Con
     seed, and heterogeneous members also vary width, depth and mask ratio."""
     if settings.mode == "shared":
         return {"general": base}
-    configs = {"general": base}
+    configs = {"general": compute_matched(base, settings.members) if settings.mode == "compute-matched" else base}
     widths, depth_cuts, ratios = (1.0, 0.75, 1.0, 0.5), (0, 0, 0.25, 0), (0.75, 0.85, 0.65, 0.9)
     for i in range(settings.members):
         cfg = Config.from_dict(base.to_dict())
@@ -82,6 +82,18 @@ def encoder_configs(settings: ExperimentSettings, base: Config) -> dict[str, Con
             cfg.mask.ratio = ratios[i % 4]
         configs[f"partial_{i + 1}"] = cfg
     return configs
+
+
+def compute_matched(base: Config, members: int) -> Config:
+    """General's config in the compute-matched protocol: ``members`` × the length of each member's run (its
+    clip budget when one is set, else its epochs), on the same pool at the same batch size, so its pretraining
+    clip-steps equal the deep ensemble's total (the learning-rate and EMA schedules stretch with it)."""
+    cfg = Config.from_dict(base.to_dict())
+    if cfg.train.clip_steps > 0:
+        cfg.train.clip_steps *= members
+    else:
+        cfg.train.epochs *= members
+    return cfg
 
 
 def plan_members(settings: ExperimentSettings) -> list[Member]:
@@ -594,6 +606,8 @@ MODE_NOTES = {
     "independent": "independent mode: each Partial pretrains its own encoder on its shard",
     "deep": "deep mode: each Partial pretrains its own encoder on the whole pool with its own seed, and trains "
             "its head on every training label",
+    "compute-matched": "compute-matched mode: as deep, but General pretrains as many times longer as there are "
+                       "Partials, so its pretraining clip-steps equal the ensemble's total",
 }
 
 
@@ -618,4 +632,6 @@ def ensemble_compute(settings: ExperimentSettings, members: list[Member], encode
             "general_clip_steps": gen["pretrain_clip_steps"], "ensemble_clip_steps": ensemble_pretrain,
             "ratio_ensemble_to_general": round(ensemble_pretrain / max(gen["pretrain_clip_steps"], 1), 3),
             "head_steps_ratio_ensemble_to_general": round(ensemble_heads / max(gen["head_steps"], 1), 3),
+            # how many times a member's run length General's pretraining was given
+            "general_length_factor": settings.members if settings.mode == "compute-matched" else 1,
             "note": MODE_NOTES[settings.mode]}
