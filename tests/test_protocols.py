@@ -11,10 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from picojepa.cli import app
+from picojepa.config import load_config
 from picojepa.datasets.synth import generate_dataset
 from picojepa.errors import ConfigError
 from picojepa.experiment.predict import predict, resolve_models
-from picojepa.experiment.run import ExperimentSettings, ensemble_compute, run_experiment
+from picojepa.experiment.run import ExperimentSettings, encoder_configs, ensemble_compute, plan_members, run_experiment
 from picojepa.experiment.settings import Member
 from picojepa.probe.classifier import PROBE_GRID
 
@@ -116,6 +117,23 @@ def test_compute_matched_general_pretrains_as_long_as_the_whole_ensemble(labelle
         report["splits"]["train"]}
     text = (tmp_path / "exp" / "report.md").read_text()
     assert "pretraining clip-steps ×1, " in text and "compute-matched mode" in text
+
+
+def test_deep_heterogeneous_members_vary_architecture_and_seed_and_compute_matched_scales_general_only():
+    base = load_config("tiny", None, FAST)
+    deep = ExperimentSettings(data="x", mode="deep", heterogeneous=True, seed=3)
+    configs = encoder_configs(deep, base)
+    assert [configs[f"partial_{i}"].train.seed for i in range(1, 5)] == [4, 5, 6, 7]
+    assert len({configs[f"partial_{i}"].model.embed_dim for i in range(1, 5)}) > 1
+    assert len({configs[f"partial_{i}"].mask.ratio for i in range(1, 5)}) > 1
+    assert configs["general"].to_dict() == base.to_dict()
+    assert [m.seed for m in plan_members(ExperimentSettings(data="x", mode="deep", seed=3))][2:] == [4, 5, 6, 7]
+    matched = encoder_configs(ExperimentSettings(data="x", mode="compute-matched", members=3), base)
+    assert matched["general"].train.epochs == 3 * base.train.epochs
+    assert all(matched[f"partial_{i}"].train.epochs == base.train.epochs for i in range(1, 4))
+    budget = load_config("tiny", None, [*FAST, "train.clip_steps=40"])
+    matched = encoder_configs(ExperimentSettings(data="x", mode="compute-matched", members=3), budget)
+    assert matched["general"].train.clip_steps == 120 and matched["general"].train.epochs == budget.train.epochs
 
 
 def test_an_encoder_shared_by_the_members_is_counted_once():
