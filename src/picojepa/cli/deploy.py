@@ -34,7 +34,8 @@ def predict(
                                                       "starts (default: the window length).")] = None,
     aggregate: Annotated[str | None, typer.Option(help=(
         "vote, soft, weighted or stack (the last two need one experiment folder, alone, whose weights were "
-        "fitted on its validation split); default vote, or the exported one with --runtime onnx."))] = None,
+        "fitted on its validation split), or route (one --mode domains experiment folder; --videos with the "
+        "torch runtime only); default vote, or the exported one with --runtime onnx."))] = None,
     runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on an export folder).")] = "torch",
     int8: Annotated[bool, typer.Option("--int8", help="--runtime onnx: run the int8 graphs.")] = False,
     batch_size: Annotated[int, typer.Option(help="Videos per batch.")] = 8,
@@ -99,7 +100,8 @@ def export(
     members: Annotated[str, typer.Option(help="all (the General model and the ensemble members) or a "
                                               "comma-separated list of model names.")] = "all",
     aggregate: Annotated[str, typer.Option(help="The ensemble graph's aggregation: vote, soft, weighted or stack "
-                                                "(the last two need an experiment folder).")] = "vote",
+                                                "(the last two need an experiment folder); route is not exported "
+                                                "yet (serve it with predict).")] = "vote",
     quiet: Quiet = False,
     more_models: Annotated[list[Path] | None, typer.Argument(
         help="More model folders (so that --models A B C works).", metavar="MODEL_DIR", show_default=False)] = None,

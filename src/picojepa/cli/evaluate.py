@@ -86,7 +86,11 @@ def experiment(
                                            "Partial pretrains its own encoder on the whole pool with its own "
                                            "seed, and its head trains on every training label; "
                                            "compute-matched: deep, and General pretrains N× longer (N = "
-                                           "--members) so its pretraining compute equals the ensemble's."
+                                           "--members) so its pretraining compute equals the ensemble's; "
+                                           "domains: the pool is clustered (k-means on the random-init "
+                                           "encoder's clip features, never labels) into N domains, each "
+                                           "Partial pretrains on one and trains its head on every label, and "
+                                           "the route aggregation mixes them by distance to the domains."
                                       )] = "shared",
     heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds, head types, width/depth, mask "
                                                      "ratio (independent and deep modes).")] = False,
@@ -140,13 +144,15 @@ def experiment(
                                   "(local default: all).")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """General vs N Partials vs their aggregations (vote, soft, weighted, stack), scored on a test split
-    that nothing else ever sees. Writes report.md, report.json, predictions.csv, splits.json, figures/.
+    """General vs N Partials vs their aggregations (vote, soft, weighted, stack; route in --mode domains),
+    scored on a test split that nothing else ever sees. Writes report.md, report.json, predictions.csv,
+    splits.json, figures/ (and domains.json in --mode domains).
 
     Aggregations: vote = hard majority vote; soft = mean probability; weighted = soft vote with fitted
-    weights; stack = logistic regression on the members' log-probabilities. Validation is cross-fitted:
-    heads choose their epoch on one half, weights, stacker and the best single member are fitted on the
-    other. Hard vote: each member votes for its top class; ties go to the larger summed probability among
+    weights; stack = logistic regression on the members' log-probabilities; route = each test video's
+    mixture of the domain members, weighted softmax(-d²/τ) by its distance to each domain. Validation is
+    cross-fitted: heads choose their epoch on one half, weights, stacker and the best single member are
+    fitted on the other. Hard vote: each member votes for its top class; ties go to the larger summed probability among
     the tied classes, then to the lower class index. The report starts with the pretraining gain: the
     General against the same architecture at initialisation (same seed, head and splits)."""
     from ..experiment.backends import make_backend

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, PicoJepaError
-from ..experiment.predict import AGGREGATIONS, ModelSet, resolve_models
+from ..experiment.predict import AGGREGATIONS, ROUTE_NOT_EXPORTED, ModelSet, resolve_models
 from ..probe.classifier import VideoClassifier, load_classifier
 from ..utils import atomic_write
 from .graphs import EnsembleGraph, HardVote, MemberGraph, SoftVote, Stacking
@@ -162,6 +162,8 @@ def export_onnx(model_paths: list[Path], out: Path, aggregate: str = "vote", mem
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if aggregate not in AGGREGATIONS:
         raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {aggregate!r}")
+    if aggregate == "route":  # the graph would also need the random-init embedding encoder and the centroids
+        raise ConfigError(ROUTE_NOT_EXPORTED)
     require_onnx()
     t0 = time.perf_counter()
     models = resolve_models(model_paths)

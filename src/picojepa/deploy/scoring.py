@@ -15,7 +15,7 @@ from ..data.cache import CacheSettings
 from ..data.decode import choose_decoder
 from ..data.transforms import MEAN, STD, cached_eval_transform
 from ..errors import ConfigError, DataError
-from ..experiment.predict import AGGREGATIONS, aggregate, resolve_models
+from ..experiment.predict import AGGREGATIONS, ROUTE_TORCH_ONLY, aggregate, resolve_models
 from ..probe.classifier import load_classifier
 from ..utils import resolve_device
 from .export import common_sampling, fitted_params
@@ -60,6 +60,8 @@ class TorchScorer:
     def __init__(self, model_paths: list[Path], aggregate_method: str | None = "vote", device: str = "auto") -> None:
         if aggregate_method is not None and aggregate_method not in AGGREGATIONS:
             raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {aggregate_method!r}")
+        if aggregate_method == "route":  # it embeds whole videos for the routing, not the scorer's clips
+            raise ConfigError(ROUTE_TORCH_ONLY)
         self.models = resolve_models(model_paths)
         self.names = self.models.names
         dev = resolve_device(device)
@@ -123,6 +125,8 @@ class OnnxScorer:
 def make_scorer(runtime: str, model_paths: list[Path], aggregate_method: str | None, device: str = "auto",
                 int8: bool = False, threads: int | None = None) -> Scorer:
     """``torch``: classifier or experiment folders; ``onnx``: one export folder."""
+    if aggregate_method == "route":
+        raise ConfigError(ROUTE_TORCH_ONLY)
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "torch":

@@ -5,8 +5,8 @@ the prediction and one probability column per class. Every accuracy/confidence n
 gap in ``report.json`` can be rebuilt from it with :func:`recompute_from_predictions`.
 
 Names: models are ``general`` and ``partial_1`` ... ``partial_N`` (the ensemble members); every other
-name is an aggregation (``vote``, ``soft``, ``weighted``, ``stack``). The vote's probabilities are its
-vote fractions.
+name is an aggregation (``vote``, ``soft``, ``weighted``, ``stack``; ``route`` in the domains protocol).
+The vote's probabilities are its vote fractions.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .aggregation import HARD_VOTE_TIE_RULE, hard_vote, vote_fractions
 GENERAL = "general"
 RANDOM_INIT = "random_init"  # the General's head on the same architecture at initialisation: the baseline
 MEMBER_PATTERN = re.compile(r"^partial_([1-9]\d*)$")
-ENSEMBLE_ORDER = ("vote", "soft", "weighted", "stack")
+ENSEMBLE_ORDER = ("vote", "soft", "weighted", "stack", "route")
 CSV_COLUMNS = ("video", "label", "model", "pred")
 DEFAULT_RESAMPLES = 2000
 

@@ -36,7 +36,7 @@ from ..train import load_encoder
 from ..train.checkpoint import ENCODER_FILE
 from ..utils import atomic_write
 from .backends import mark_reused
-from .settings import FULL_DATA_MODES, ExperimentSettings, LabelledData, Member
+from .settings import ALL_LABELS_MODES, ExperimentSettings, LabelledData, Member
 
 
 @dataclass
@@ -48,8 +48,8 @@ class MemberOutcome:
 
 def train_idx_of(member: Member, data: LabelledData, mode: str) -> np.ndarray:
     """General and the random-init baseline train their heads on the whole training split, Partial i on
-    shard i — or on the whole training split too in the deep protocol."""
-    if member.name in ("general", RANDOM_INIT) or mode in FULL_DATA_MODES:
+    shard i — or on the whole training split too in the deep, compute-matched and domains protocols."""
+    if member.name in ("general", RANDOM_INIT) or mode in ALL_LABELS_MODES:
         return data.split_idx["train"]
     return data.shard_idx[int(member.name.split("_")[1]) - 1]
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import Config
 from ..data.check import check_videos
 from ..data.dataset import FrameStore, cache_settings, eval_loader
 from ..data.sources import Problem, VideoSet, load_videos
@@ -23,8 +24,17 @@ from ..errors import ConfigError, DataError
 from ..probe.classifier import VideoClassifier, load_classifier, read_classifier_config
 from ..train.distributed import fingerprint
 from ..utils import resolve_device, write_json, write_text
+from .domains import route
 
-AGGREGATIONS = ("vote", "soft", "weighted", "stack")
+AGGREGATIONS = ("vote", "soft", "weighted", "stack", "route")
+ROUTE_NEEDS = ("--aggregate route needs one experiment folder run with --mode domains, alone (its domains.json "
+               "holds the domain centroids and τ)")
+ROUTE_TORCH_ONLY = ("--aggregate route weighs the members by each whole video's distance to the domains: it runs "
+                    "in `picojepa predict --videos` with the torch runtime only (not --stream, --runtime onnx or "
+                    "--int8)")
+ROUTE_NOT_EXPORTED = ("--aggregate route cannot be exported to ONNX yet (its graph would need the random-init "
+                      "embedding encoder and the domain centroids as well); export with vote, soft, weighted or "
+                      "stack, or serve route with `picojepa predict --aggregate route` on the experiment folder")
 
 
 @dataclass
@@ -89,10 +99,19 @@ def stack_from_params(probs: np.ndarray, params: dict[str, Any]) -> np.ndarray:
 
 
 def aggregate(method: str, probs: np.ndarray, fitted: dict[str, Any],
-              unfitted_reason: str = ModelSet.unfitted_reason) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities or vote fractions, predictions) of the members' probabilities (M, n, C)."""
+              unfitted_reason: str = ModelSet.unfitted_reason,
+              routing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities or vote fractions, predictions) of the members' probabilities (M, n, C); ``route`` also
+    needs each video's routing weights (n, M), from :func:`picojepa.experiment.domains.routing_weights`."""
     if method == "vote":
         return vote_fractions(probs), hard_vote(probs)[0]
+    if method == "route":
+        if "route" not in fitted:
+            raise ConfigError(ROUTE_NEEDS)
+        if routing is None:
+            raise ConfigError(ROUTE_TORCH_ONLY)
+        out = route(probs, routing)
+        return out, out.argmax(axis=1)
     if method == "soft":
         out = soft_vote(probs)
     elif method not in fitted:
@@ -126,6 +145,8 @@ def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate
     for name, clf in zip(models.names, classifiers, strict=True):
         if clf.class_names != class_names:
             raise DataError(f"model {name} has classes {clf.class_names}, others {class_names}: they cannot vote")
+    if aggregate_method == "route" and "route" not in models.fitted:
+        raise ConfigError(ROUTE_NEEDS)
     if aggregate_method in ("weighted", "stack") and aggregate_method not in models.fitted:
         aggregate(aggregate_method, np.zeros((1, 1, len(class_names))), models.fitted,
                   models.unfitted_reason)  # raises the clear error
@@ -136,13 +157,16 @@ def predict(model_paths: list[Path], videos_path: Path, out_csv: Path, aggregate
     t0 = time.perf_counter()
     probs, errors = _stream(classifiers, usable, batch_size, workers, progress, track)
     ok = _decoded_by_every_model(probs, usable, models.names, errors, skipped)
-    rows = _rows(models, probs, ok, usable, class_names, aggregate_method)
+    weights = None
+    if aggregate_method == "route":
+        ok, weights = _routing(models, usable, ok, skipped, dev, progress)
+    rows = _rows(models, probs, ok, usable, class_names, aggregate_method, weights)
     write_text(out_csv, rows)
     seconds = time.perf_counter() - t0
     if skipped:
         write_json(out_csv.with_suffix(".skipped.json"),
                    [{"path": p.path, "reason": p.reason, "line": p.line} for p in skipped])
-    accuracy = _accuracy(models, probs, ok, usable, class_names, aggregate_method)
+    accuracy = _accuracy(models, probs, ok, usable, class_names, aggregate_method, weights)
     return PredictSummary(int(ok.sum()), skipped, seconds, accuracy, out_csv)
 
 
@@ -159,6 +183,27 @@ def _decoded_by_every_model(probs: np.ndarray, videos: VideoSet, names: list[str
         which = "" if len(failed) == len(names) else f" (for models {', '.join(failed)}; skipped for all)"
         skipped.append(Problem(str(item.path), errors.get(v, "could not be decoded") + which, item.line))
     return ok
+
+
+def _routing(models: ModelSet, videos: VideoSet, ok: np.ndarray, skipped: list[Problem], device: Any,
+             progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The videos still usable and their routing weights (usable videos, members), from the experiment's
+    domains.json: each video is embedded with the random-init encoder exactly as the pool was (a second decode
+    of each video). A video that cannot be embedded is skipped for all, like one a model could not decode."""
+    from .domains import load_routing, routing_encoder, routing_weights, video_embeddings
+
+    routing = load_routing(Path(models.fitted["route"]["domains"]))
+    if len(routing.centroids) != len(models.members):
+        raise DataError(f"domains.json has {len(routing.centroids)} domains for {len(models.members)} members")
+    encoder = routing_encoder(routing, device)
+    paths = [item.path for item in videos.items]
+    emb, embedded = video_embeddings(encoder, paths, Config.from_dict(routing.encoder_config), routing.num_clips,
+                                     cached=False, progress=progress)
+    for v in np.flatnonzero(ok & ~embedded):
+        item = videos.items[v]
+        skipped.append(Problem(str(item.path), "could not be decoded for the routing embedding", item.line))
+    ok = ok & embedded
+    return ok, routing_weights(emb[ok], routing.centroids, routing.tau)
 
 
 def encoder_groups(classifiers: list[VideoClassifier]) -> list[list[int]]:
@@ -205,17 +250,19 @@ def _stream(classifiers: list[VideoClassifier], videos: VideoSet, batch_size: in
 
 
 def _rows(models: ModelSet, probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
-          method: str | None) -> str:
-    return prediction_rows(models.names, probs, ok, videos, class_names, _ensemble(models, probs, ok, method))
+          method: str | None, routing: np.ndarray | None = None) -> str:
+    return prediction_rows(models.names, probs, ok, videos, class_names,
+                           _ensemble(models, probs, ok, method, routing))
 
 
-def _ensemble(models: ModelSet, probs: np.ndarray, rows: np.ndarray,
-              method: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """(row name, probabilities, predictions) of the members' aggregation over ``rows``; None without one."""
+def _ensemble(models: ModelSet, probs: np.ndarray, rows: np.ndarray, method: str | None,
+              routing: np.ndarray | None = None) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(row name, probabilities, predictions) of the members' aggregation over ``rows``; None without one.
+    ``routing``: the route weights of the ``rows`` videos."""
     member_idx = [models.names.index(n) for n in models.members]
     if not method or len(member_idx) < 2:
         return None
-    ens_probs, pred = aggregate(method, probs[member_idx][:, rows], models.fitted, models.unfitted_reason)
+    ens_probs, pred = aggregate(method, probs[member_idx][:, rows], models.fitted, models.unfitted_reason, routing)
     return f"ensemble:{method}", ens_probs, pred
 
 
@@ -249,8 +296,9 @@ def _label_names(videos: VideoSet, class_names: list[str]) -> list[str | None]:
 
 
 def _accuracy(models: ModelSet, probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],
-              method: str | None) -> dict:
-    return prediction_accuracy(models.names, probs, ok, videos, class_names, _ensemble(models, probs, ok, method))
+              method: str | None, routing: np.ndarray | None = None) -> dict:
+    return prediction_accuracy(models.names, probs, ok, videos, class_names,
+                               _ensemble(models, probs, ok, method, routing))
 
 
 def prediction_accuracy(names: list[str], probs: np.ndarray, ok: np.ndarray, videos: VideoSet, class_names: list[str],

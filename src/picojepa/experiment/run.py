@@ -52,9 +52,10 @@ from ..train.checkpoint import ENCODER_FILE, has_checkpoint, read_run_config
 from ..train.pretrain import save_initial_encoder
 from ..utils import resolve_device, write_json
 from .backends import Backend, Job, LocalBackend, mark_reused
+from .domains import DOMAINS_FILE, load_routing, pool_domains, route, routing_weights
 from .figures import experiment_figures
 from .members import member_job
-from .settings import FULL_DATA_MODES, MIN_VIDEOS_PER_CLASS, ExperimentSettings, LabelledData, Member
+from .settings import ALL_LABELS_MODES, MIN_VIDEOS_PER_CLASS, ExperimentSettings, LabelledData, Member
 
 FITTED_ON_VALIDATION = ("weighted", "stack")  # the aggregations that learn something from validation videos
 
@@ -172,7 +173,7 @@ def fit_shortfall(idx: np.ndarray, labels: np.ndarray, class_names: list[str], w
 def shard_coverage(settings: ExperimentSettings, data: LabelledData) -> dict[str, list[str]]:
     """Partial members whose training shard has no video of some class → those classes (none when every
     head trains on the whole training split)."""
-    if settings.mode in FULL_DATA_MODES:
+    if settings.mode in ALL_LABELS_MODES:
         return {}
     missing = missing_classes_per_shard(data.shard_idx, data.labels, classes=np.unique(data.labels))
     return {f"partial_{k + 1}": [data.class_names[c] for c in cls] for k, cls in missing.items()}
@@ -201,11 +202,11 @@ def pretraining_pool(settings: ExperimentSettings, data: LabelledData) -> tuple[
     return VideoSet(kept, pool.class_names, pool.source, pool.problems), meta
 
 
-def member_pools(settings: ExperimentSettings, data: LabelledData, pool: VideoSet,
-                 names: list[str]) -> dict[str, VideoSet]:
+def member_pools(settings: ExperimentSettings, data: LabelledData, pool: VideoSet, names: list[str],
+                 domains: list[VideoSet] | None = None) -> dict[str, VideoSet]:
     """Each encoder's pretraining videos: the whole pool for General (and for every Partial in the deep
-    protocol), the Partial's shard in the independent one."""
-    shards = encoder_shards(settings, data, pool) if settings.mode == "independent" else []
+    protocol), the Partial's shard in the independent one, its domain of the pool in the domains one."""
+    shards = encoder_shards(settings, data, pool) if settings.mode == "independent" else domains or []
     return {name: shards[int(name.split("_")[1]) - 1] if shards and name != "general" else pool for name in names}
 
 
@@ -430,9 +431,9 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         data.val_select = np.empty(0, dtype=int)  # no choice on too few videos: every head keeps its last epoch
     counts: dict[str, Any] = {k: len(v) for k, v in data.split_idx.items()}
     counts.update({"val (epoch selection)": len(data.val_select), "val (aggregation fits)": len(data.val_fit)})
-    if settings.mode not in FULL_DATA_MODES:  # shards are saved in splits.json either way, used only here
+    if settings.mode not in ALL_LABELS_MODES:  # shards are saved in splits.json either way, used only here
         counts["shards"] = [len(s) for s in data.shard_idx]
-    heads_on = ("every Partial's head on the whole training split" if settings.mode in FULL_DATA_MODES
+    heads_on = ("every Partial's head on the whole training split" if settings.mode in ALL_LABELS_MODES
                 else f"{settings.members} shards of {[len(s) for s in data.shard_idx]} training videos")
     info(f"{len(data.paths)} labelled videos, {len(data.class_names)} classes; split "
          f"{ {k: len(v) for k, v in data.split_idx.items()} }; {heads_on}")
@@ -441,17 +442,21 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
     t = time.perf_counter()
     pool, pool_meta = pretraining_pool(settings, data)
     configs = encoder_configs(settings, base)
-    pools = member_pools(settings, data, pool, list(configs))
+    random_dir = encoder_dir(encoders_root, RANDOM_INIT, pretrain_key(base, None))
+    random_init = ensure_random_init(base, random_dir)  # first: the domains protocol embeds the pool with it
+    domains = pool_domains(pool, random_dir, base, settings.members, settings.seed, settings.num_clips, out,
+                           cache_dir, progress) if settings.mode == "domains" else None
+    pools = member_pools(settings, data, pool, list(configs), domains)
     write_json(out / "pretraining_pools.json",
                {name: [str(item.path) for item in p.items] for name, p in pools.items()})
     dirs = {name: encoder_dir(encoders_root, name, pretrain_key(cfg, pools[name])) for name, cfg in configs.items()}
-    dirs[RANDOM_INIT] = encoder_dir(encoders_root, RANDOM_INIT, pretrain_key(base, None))
+    dirs[RANDOM_INIT] = random_dir
     monitor = _general_monitor(settings, data, base) if settings.monitor else None
     encoders: dict[str, dict] = backend.map("pretrain", [
         Job(name, ensure_encoder, (cfg, pools[name], dirs[name], progress and not remote, cache_dir,
                                    monitor if name == "general" else None))
         for name, cfg in configs.items()])
-    encoders[RANDOM_INIT] = ensure_random_init(base, dirs[RANDOM_INIT])
+    encoders[RANDOM_INIT] = random_init
     configs[RANDOM_INIT] = base
     timings["pretrain"] = time.perf_counter() - t
 
@@ -501,6 +506,11 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
         best = partials[best_single_member(p_val, y_val)]
         if fit_short:
             flags["best_single"] = fit_short
+    if settings.mode == "domains":  # fitted on the unlabelled pool only, so never short of validation videos
+        routing = load_routing(out / DOMAINS_FILE)
+        weights = routing_weights(features[RANDOM_INIT].pooled[test].mean(1), routing.centroids, routing.tau)
+        ensembles["route"] = route(p_test, weights)
+        fitted["route"] = {"domains": str(out / DOMAINS_FILE), "tau": routing.tau}
     if epoch_shortfall:
         epochs_text = (f"validation half A ({len(data.val_select)} videos): each head keeps its best epoch "
                        f"{SMALL_FIT_MARK} although {epoch_shortfall} (--allow-small-fits)"
@@ -535,7 +545,8 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, cache_dir: str
                               "half_width_pp": round(100 * 1.96 * float(np.sqrt(0.25 / len(test))), 1)},
                "validation_accuracy": {m: float((val_probs[m].argmax(1) == y_val).mean()) for m in val_probs},
                "skipped": len(skipped),
-               "timings_s": {k: round(v, 1) for k, v in timings.items()}},
+               "timings_s": {k: round(v, 1) for k, v in timings.items()},
+               **({"domains": domains_summary(out)} if settings.mode == "domains" else {})},
     )
     report = build_report(inputs, n_resamples=settings.bootstrap, seed=settings.seed)
     figure_list = []
@@ -608,7 +619,17 @@ MODE_NOTES = {
             "its head on every training label",
     "compute-matched": "compute-matched mode: as deep, but General pretrains as many times longer as there are "
                        "Partials, so its pretraining clip-steps equal the ensemble's total",
+    "domains": "domains mode: the pool is clustered into as many domains as there are Partials (k-means on the "
+               "random-init encoder's clip features, no labels); each Partial pretrains its own encoder on its "
+               "domain and trains its head on every training label; route mixes them by distance to the domains",
 }
+
+
+def domains_summary(out: Path) -> dict[str, Any]:
+    """The report's account of the domains: sizes, τ and where the centroids are."""
+    meta = json.loads((out / DOMAINS_FILE).read_text())
+    return {"file": DOMAINS_FILE, "sizes": meta["sizes"], "tau": meta["tau"], "tau_rule": meta["tau_rule"],
+            "embedding": meta["embedding"], "not_embedded": len(meta["not_embedded"])}
 
 
 def ensemble_compute(settings: ExperimentSettings, members: list[Member], encoders: dict[str, dict],

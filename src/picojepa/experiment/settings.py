@@ -13,10 +13,13 @@ from ..errors import ConfigError
 from ..probe.classifier import PROBE_GRID
 from ..probe.heads import HEAD_TYPES
 
-MODES = ("shared", "independent", "deep", "compute-matched")
+MODES = ("shared", "independent", "deep", "compute-matched", "domains")
 # Protocols whose Partials each pretrain on the whole pool (with their own seeds) and train their heads on every
 # training label: a deep ensemble, against the usual General or one given the ensemble's pretraining compute.
 FULL_DATA_MODES = ("deep", "compute-matched")
+# Protocols whose Partials train their heads on every training label: the above, and domain shards with routing
+# (each Partial pretrains on its own domain of the pool, but the labels are not split).
+ALL_LABELS_MODES = (*FULL_DATA_MODES, "domains")
 # A fit on validation videos (a head's epoch, the weights, the stacker, the best single member) needs at least
 # this many videos of every class; below it the fit is not made (or, with --allow-small-fits, made and marked).
 MIN_VIDEOS_PER_CLASS = 2
