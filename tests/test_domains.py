@@ -179,8 +179,11 @@ def test_the_route_row_is_the_distance_weighted_mixture_reported_like_the_others
 def test_predict_route_reproduces_the_experiment_and_export_refuses_it(domains_run, labelled, tmp_path):
     out, _ = domains_run
     csv_path = tmp_path / "p.csv"
-    summary = predict([out], labelled, csv_path, "route", "cpu", workers=0, progress=False)
-    assert summary.videos == 24 and "ensemble:route" in summary.accuracy
+    result = CliRunner().invoke(app, ["predict", "--models", str(out), "--videos", str(labelled), "--out",
+                                      str(csv_path), "--aggregate", "route", "--workers", "0", "--device", "cpu",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "24 videos" in result.output and "accuracy ensemble:route" in result.output
     classes = json.loads((out / "report.json").read_text())["classes"]
     new = probabilities(read_csv(csv_path), "ensemble:route", classes)
     old = probabilities(read_csv(out / "predictions.csv"), "route", classes)
