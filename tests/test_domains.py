@@ -157,7 +157,8 @@ def test_the_route_row_is_the_distance_weighted_mixture_reported_like_the_others
     gap = report["ensembles"]["route"]["gap_vs_general"]
     assert gap["ci95"][0] <= gap["mean"] <= gap["ci95"][1]
     assert list(report["ensembles"]) == ["vote", "soft", "weighted", "stack", "route"]
-    assert "| Route |" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "| Route |" in text and "## Domains (routing)" in text and f"into {MEMBERS} domains of " in text
     fitted = json.loads((out / "ensemble.json").read_text())["methods"]["route"]
     assert fitted["tau"] == json.loads((out / "domains.json").read_text())["tau"]
     # Recompute the mixture from the members' test probabilities and the saved centroids and τ.

@@ -93,7 +93,7 @@ def experiment(
                                            "the route aggregation mixes them by distance to the domains."
                                       )] = "shared",
     heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds, head types, width/depth, mask "
-                                                     "ratio (independent and deep modes).")] = False,
+                                                     "ratio (every mode but shared).")] = False,
     head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Epochs = None,
     clip_steps: ClipSteps = None,

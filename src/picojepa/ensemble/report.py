@@ -528,6 +528,8 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[tuple[str, str]
         parts += _section("Compute per model", _compute_table(report["compute"]))
     if (report.get("ensemble_compute") or {}).get("ensemble"):
         parts += _section("Compute: ensemble vs General", ensemble_compute_text(report["ensemble_compute"]))
+    if report.get("domains"):
+        parts += _section("Domains (routing)", domains_text(report["domains"]))
     if figures:
         parts += _section(
             "Figures", "\n\n".join(f"![{caption}]({path})\n\n*{caption}*" for caption, path in figures)
@@ -666,6 +668,16 @@ def ensemble_compute_text(compute: Mapping[str, Any]) -> str:
              f"steps ×{compute['head_steps_ratio_ensemble_to_general']:g}. An encoder shared by several models is "
              f"counted once. Protocol: {compute.get('note', '')}.")
     return _markdown_table(headers, rows) + "\n\n" + ratio
+
+
+def domains_text(domains: Mapping[str, Any]) -> str:
+    """The domains protocol's pool clustering: what it embedded, the domain sizes and the routing τ."""
+    sizes = ", ".join(str(n) for n in domains["sizes"])
+    skipped = f"; {domains['not_embedded']} pool video(s) could not be embedded" if domains["not_embedded"] else ""
+    return (f"The pool was clustered without labels (k-means on the {domains['embedding']}) into "
+            f"{len(domains['sizes'])} domains of {sizes} videos{skipped}; Partial i pretrained on domain i. "
+            f"Route weighs each test video's members by softmax(−d²/τ) over its squared distances to the "
+            f"centroids, τ = {domains['tau']:.4g} ({domains['tau_rule']}). Centroids: `{domains['file']}`.")
 
 
 def format_terminal_tables(report: Mapping[str, Any]) -> str:
