@@ -92,8 +92,8 @@ def experiment(
                                            "Partial pretrains on one and trains its head on every label, and "
                                            "the route aggregation mixes them by distance to the domains."
                                       )] = "shared",
-    heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds, head types, width/depth, mask "
-                                                     "ratio (every mode but shared).")] = False,
+    heterogeneous: Annotated[bool, typer.Option(help="Members differ: seeds and head types, and in every mode "
+                                                     "but shared also width/depth and mask ratio.")] = False,
     head: Annotated[str, typer.Option(help=HEAD_HELP)] = "attentive",
     epochs: Epochs = None,
     clip_steps: ClipSteps = None,
