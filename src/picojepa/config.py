@@ -77,8 +77,8 @@ class TrainConfig:
     # clip-steps on the demo's task), so a budget stated this way carries over between data sets.
     clip_steps: int = 0
     batch_size: int = 8
-    # Measured at batch 32 (docs/scaling.md): 1.5e-4 keeps gaining up to 80k clip-steps where 3e-4-5e-4 peak near
-    # 20k and then lose most of their gain.
+    # Measured at batch 32 (docs/scaling.md): every LR tried peaks near 20k clip-steps; at 80k, 1.5e-4 (with the
+    # scale-free hinge below) keeps more of its gain than 3e-4 did, though not all of it.
     lr: float = 1.5e-4
     min_lr: float = 1e-6
     warmup_fraction: float = 0.1
