@@ -67,15 +67,25 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed: the data set is reproducible bit for bit from it.")] = 0,
     difficulty: Annotated[str, typer.Option(help="easy, medium or hard (nuisance strength).")] = "medium",
     overwrite: Annotated[bool, typer.Option(help="Replace a data set made with other settings.")] = False,
+    domains: Annotated[str | None, typer.Option(
+        help="Comma-separated difficulties (e.g. easy,medium,hard): one sub-set per difficulty, each with "
+             "every class, in OUT/<difficulty>/, and OUT/videos.txt listing them all with labels; --difficulty "
+             "is then unused.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Generate the synthetic action benchmark: real mp4 files whose classes differ by motion only.
 
     Writes OUT/<class>/<video>.mp4, OUT/classes.txt and OUT/meta.json; an existing set with the same
-    settings is reused as is."""
-    from ..datasets.synth import CLASS_NAMES, generate_dataset, resolve_classes
+    settings is reused as is. With --domains, a set made of distinct families of scenes (see the option)."""
+    from ..datasets.synth import CLASS_NAMES, generate_dataset, generate_domains, resolve_classes
 
     chosen = int(classes) if classes.isdigit() else resolve_classes(classes)
+    if domains:
+        listing = generate_domains(out, [d.strip() for d in domains.split(",")], classes=chosen,
+                                   videos_per_class=videos_per_class, size=size, frames=frames, fps=fps, seed=seed,
+                                   progress=not quiet, overwrite=overwrite)
+        typer.echo(f"synthetic benchmark with domains in {out}: labelled list {listing}; {out} as a pool")
+        return
     path = generate_dataset(out, classes=chosen, videos_per_class=videos_per_class, size=size, frames=frames,
                             fps=fps, seed=seed, difficulty=difficulty, progress=not quiet, overwrite=overwrite)
     typer.echo(f"synthetic benchmark in {path} (classes available: {', '.join(CLASS_NAMES)})")

@@ -806,3 +806,44 @@ def read_classes(root: str | Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path} not found: is {root} a folder made by picojepa.datasets.synth.generate_dataset?")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+DOMAIN_LIST = "videos.txt"
+
+
+def domain_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th domain of a domain set made with ``seed``: distinct for every (seed, domain)
+    below 100 domains, so no two domains (nor two sets made with other seeds) share a video's random draws."""
+    return seed * 100 + index
+
+
+def generate_domains(
+    out: str | Path,
+    difficulties: Sequence[str] = DIFFICULTIES,
+    classes: int | Sequence[str] = 10,
+    videos_per_class: int = 40,
+    size: int = 96,
+    frames: int = 32,
+    fps: int = 16,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """A benchmark made of distinct families of scenes, one per difficulty (nuisance level): the same classes and
+    counts in each, so clustering by look has domains to find. Layout: ``out/<difficulty>/`` is a
+    :func:`generate_dataset` folder (seed :func:`domain_seed`), and ``out/videos.txt`` lists every video with its
+    class (``path label``), the labelled source; ``out`` itself reads as a pool whose folders are the domains.
+    Returns the path of the list."""
+    if not difficulties or len(set(difficulties)) != len(difficulties):
+        raise ValueError(f"difficulties must be distinct and at least one, got {list(difficulties)}")
+    out = Path(out)
+    lines = []
+    for k, difficulty in enumerate(difficulties):
+        folder = generate_dataset(out / difficulty, classes=classes, videos_per_class=videos_per_class, size=size,
+                                  frames=frames, fps=fps, seed=domain_seed(seed, k), difficulty=difficulty,
+                                  workers=workers, progress=progress, overwrite=overwrite)
+        meta = _read_meta(folder) or {}
+        lines += [f"{difficulty}/{entry['path']} {entry['label']}\n" for entry in meta.get("files", [])]
+    write_text(out / DOMAIN_LIST, "".join(lines))
+    return out / DOMAIN_LIST
