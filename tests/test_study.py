@@ -103,3 +103,12 @@ def test_synth_command_makes_a_set_with_domains(tmp_path: Path) -> None:
                                       "-n", "1", "--size", "16", "--frames", "4", "--quiet"])
     assert result.exit_code == 0, result.output
     assert len((out / "videos.txt").read_text().splitlines()) == 4 and (out / "medium" / "meta.json").is_file()
+
+
+def test_domain_families_measure_how_well_the_clusters_recover_the_families(tmp_path: Path) -> None:
+    from picojepa.experiment.study import domain_families
+
+    groups = [[str(tmp_path / "easy/a/1.mp4"), str(tmp_path / "easy/b/2.mp4")],
+              [str(tmp_path / "hard/a/3.mp4"), str(tmp_path / "easy/a/4.mp4")]]
+    found = domain_families(groups, tmp_path)
+    assert found["per_domain"] == [{"easy": 2}, {"easy": 1, "hard": 1}] and found["purity"] == 0.75

@@ -28,7 +28,14 @@ from picojepa.data.sources import load_videos
 from picojepa.datasets.synth import generate_dataset, generate_domains
 from picojepa.experiment.run import ExperimentSettings, run_experiment
 from picojepa.experiment.settings import MODES
-from picojepa.experiment.study import markdown_table, pretraining_plan, rows_from_experiment, study_figure, summarise
+from picojepa.experiment.study import (
+    domain_families,
+    markdown_table,
+    pretraining_plan,
+    rows_from_experiment,
+    study_figure,
+    summarise,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 # The labelled classes of the demo (picojepa.experiment.demo.LABELLED_CLASSES): four kinds of motion.
@@ -146,9 +153,25 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row, default=str) + "\n")
 
 
+def domains_text(rows: list[dict[str, Any]]) -> str:
+    """For each domains-protocol run whose folder is still there, what k-means found in the pool: videos per
+    scene family in each domain and the purity (the pool's top-level folders are its families)."""
+    lines = []
+    for run, pool in dict.fromkeys((r["run"], r["settings"]["pretrain_data"]) for r in rows
+                                   if r["protocol"] == "domains"):
+        path = Path(run) / "domains.json"
+        if path.is_file():
+            found = domain_families(json.loads(path.read_text())["domains"], pool)
+            lines.append(f"| {run} | {found['per_domain']} | {found['purity']:.2f} |")
+    if not lines:
+        return ""
+    return "\n".join(["", "| Domains run | Videos per family in each domain | Purity |", "| :--- | :--- | ---: |",
+                      *lines]) + "\n"
+
+
 def write_outputs(out: Path, rows: list[dict[str, Any]]) -> None:
     summary = summarise(rows)
-    table = markdown_table(summary)
+    table = markdown_table(summary) + domains_text(rows)
     (out / "study.md").write_text(table)
     (out / "study.json").write_text(json.dumps(summary, indent=1))
     study_figure(summary, out / "study.png")

@@ -146,6 +146,7 @@ def study_figure(summary: Sequence[Mapping[str, Any]], path: str | Path, names: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     pools = list(dict.fromkeys(s["pool"] for s in summary))
     fig, axes = plt.subplots(1, len(pools), figsize=(5.5 * len(pools), 4.2), squeeze=False, sharey=True)
@@ -169,6 +170,8 @@ def study_figure(summary: Sequence[Mapping[str, Any]], path: str | Path, names: 
                             marker="^", markersize=7, capsize=3, linestyle="none", alpha=0.7)
         ax.errorbar([], [], color="black", marker="^", linestyle="none", label="General (of each protocol)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"pool: {pool}")
         ax.set_xlabel("total pretraining clip-steps (log)")
         ax.grid(alpha=0.3)
@@ -206,3 +209,17 @@ def pretraining_plan(protocols: Sequence[str], members: int, clip_budget: int, f
         if protocol in chosen:
             runs, clips = runs + members, clips + (members * clip_budget if fixed_budget else clip_budget)
     return {"runs_per_repeat": runs, "clip_steps_per_repeat": clips}
+
+
+def domain_families(groups: Sequence[Sequence[str]], pool_root: str | Path) -> dict[str, Any]:
+    """How the domains k-means found (``domains.json``'s video lists) split a pool whose top-level folders are
+    known families (``synth --domains``): per domain, its videos per family, and the purity (share of the pool's
+    videos that sit in their domain's most common family; 1 = the families recovered exactly)."""
+    root = Path(pool_root).resolve()
+    counts = []
+    for group in groups:
+        families = [Path(p).resolve().relative_to(root).parts[0] for p in group]
+        counts.append({f: families.count(f) for f in sorted(set(families))})
+    total = sum(sum(c.values()) for c in counts)
+    purity = sum(max(c.values(), default=0) for c in counts) / max(total, 1)
+    return {"per_domain": counts, "purity": purity}
