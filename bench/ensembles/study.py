@@ -69,6 +69,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     p.add_argument("--device", default="auto")
     p.add_argument("--machine", default="cpu", help="name in the results file")
+    p.add_argument("--label", default="", help="added to the pool's name in the rows and table (e.g. the sizes), "
+                   "so studies of one pool at other sizes stay apart in one results file")
     p.add_argument("--from-rows", type=Path, nargs="+",
                    help="run nothing: rebuild the table and figure in --out from these JSON-lines files")
     return p.parse_args()
@@ -133,7 +135,8 @@ def run_study(args: argparse.Namespace) -> list[dict[str, Any]]:
                 t = time.perf_counter()
                 result = run_experiment(settings, out, cache_dir=args.out / "cache", progress=False,
                                         encoders_dir=args.out / "encoders" / pool_name, quiet_tables=True)
-                new = rows_from_experiment(out, result.report, pool=pool_name, protocol=protocol,
+                new = rows_from_experiment(out, result.report, pool=f"{pool_name} {args.label}".strip(),
+                                           protocol=protocol,
                                            preset=args.preset, run=str(out), seconds=round(time.perf_counter() - t, 1),
                                            settings=dataclasses.asdict(settings), machine=platform.node())
                 append_rows(results, new)
