@@ -26,6 +26,10 @@ def test_user_mistakes_give_one_clear_line_not_a_traceback(tmp_path):
     assert result.returncode == 2 and "unknown preset" in result.stderr
     result = run_cli("pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--set", "model.depht=3")
     assert result.returncode == 2 and "unknown field 'depht'" in result.stderr
+    for command in ("pretrain", "experiment"):  # two lengths for one run: refused, not one silently preferred
+        result = run_cli(command, "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--epochs", "2",
+                         "--clip-steps", "100")
+        assert result.returncode == 2 and "give one of them" in result.stderr, (command, result.stderr)
 
 
 def test_data_check_exit_codes(video_folder, tmp_path):

@@ -62,6 +62,12 @@ MaxBad = Annotated[float | None, typer.Option(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+def one_length(epochs: int | None, clip_steps: int | None) -> None:
+    """--epochs and --clip-steps both set a run's length: refuse both rather than silently prefer one."""
+    if epochs is not None and clip_steps is not None:
+        raise PicoJepaError("--epochs and --clip-steps both set the pretraining length; give one of them")
+
+
 def build_config(preset: str, config: Path | None, overrides: list[str] | None, **fields: object):
     """Preset → YAML → --set → explicit flags (flags win). ``fields`` maps section.field → value or None."""
     from ..config import load_config, set_field, validate

@@ -24,6 +24,7 @@ from .common import (
     Preset,
     Quiet,
     counts,
+    one_length,
     shares,
 )
 
@@ -162,6 +163,7 @@ def experiment(
     if env_world_size() > 1:
         raise PicoJepaError("experiment does not run under torchrun (every rank would run all of it); spread its "
                             "members with --backend ray, and use torchrun for one pretraining run")
+    one_length(epochs, clip_steps)
     extra = list(overrides or [])
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")

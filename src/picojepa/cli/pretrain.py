@@ -25,6 +25,7 @@ from .common import (
     Seed,
     Workers,
     build_config,
+    one_length,
 )
 
 
@@ -73,6 +74,7 @@ def pretrain(
     from ..train import pretrain as run
     from ..train.distributed import env_rank
 
+    one_length(epochs, clip_steps)
     cfg = build_config(
         preset, config, overrides, train__epochs=epochs, train__clip_steps=clip_steps, train__batch_size=batch_size,
         train__lr=lr,
