@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ..config import Config, load_config
 from ..data.prepare import PreparedData, prepare_videos, skipped_records
 from ..data.sources import VideoItem, VideoSet, load_videos
 from ..data.splits import (
+    ShardCoverageWarning,
     group_keys,
     grouped_stratified_split,
     load_splits,
@@ -118,7 +120,9 @@ def validation_halves(val: np.ndarray, labels: np.ndarray, seed: int,
     if len(val) < 4:
         raise DataError(f"the validation split has {len(val)} videos: at least 4 are needed to fit heads and "
                         f"aggregations on separate halves; use more labelled videos or a larger val fraction")
-    select, fit = stratified_shards(val, labels, 2, seed=seed + 1, class_names=class_names)
+    with warnings.catch_warnings():  # halves short of a class are named in the report's fitting section instead
+        warnings.simplefilter("ignore", ShardCoverageWarning)
+        select, fit = stratified_shards(val, labels, 2, seed=seed + 1, class_names=class_names)
     return np.sort(select), np.sort(fit)
 
 
