@@ -10,6 +10,7 @@ import pytest
 
 from picojepa.data.sources import load_videos
 from picojepa.datasets.synth import generate_domains
+from picojepa.errors import DataError
 from picojepa.experiment.study import (
     experiment_rows,
     markdown_table,
@@ -89,8 +90,11 @@ def test_a_set_with_domains_is_a_labelled_list_and_a_pool_of_families(tmp_path: 
     assert len(labelled.items) == 4 and labelled.class_names == ["move_left", "move_right"]
     pool = load_videos(tmp_path / "set")
     assert pool.class_names == ["easy", "hard"] and len(pool.items) == 4
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(DataError, match="distinct"):
         generate_domains(tmp_path / "other", ["easy", "easy"])
+    with pytest.raises(DataError, match="difficulty must be one of"):  # refused before any domain is rendered
+        generate_domains(tmp_path / "third", ["easy", "bogus"], classes=2, videos_per_class=1, size=16, frames=4)
+    assert not (tmp_path / "third").exists()
 
 
 def test_synth_command_makes_a_set_with_domains(tmp_path: Path) -> None:

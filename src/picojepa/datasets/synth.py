@@ -836,7 +836,9 @@ def generate_domains(
     class (``path label``), the labelled source; ``out`` itself reads as a pool whose folders are the domains.
     Returns the path of the list."""
     if not difficulties or len(set(difficulties)) != len(difficulties):
-        raise ValueError(f"difficulties must be distinct and at least one, got {list(difficulties)}")
+        raise DataError(f"domains must be distinct difficulties, at least one, got {list(difficulties)}")
+    for difficulty in difficulties:  # all checked before the first domain is rendered
+        _validate_args(videos_per_class, size, frames, fps, seed, difficulty)
     out = Path(out)
     lines = []
     for k, difficulty in enumerate(difficulties):
