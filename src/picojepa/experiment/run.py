@@ -608,12 +608,18 @@ def _compute_table(settings: ExperimentSettings, members: list[Member], encoders
     table = {}
     for m in members:
         enc = encoders[m.encoder]
-        table[m.name] = {"encoder": m.encoder, "pretrain_steps": enc["steps"], "pretrain_batch": enc["batch_size"],
-                         "pretrain_clip_steps": enc["clip_steps"], "pretrain_videos": enc["videos"],
+        table[m.name] = {**_member_cost(m, encoders, heads), "pretrain_videos": enc["videos"],
                          "pretrain_seconds": enc["seconds"], "encoder_params": enc["params"], "head": m.head,
-                         "head_train_videos": heads[m.name]["train_videos"], "head_steps": heads[m.name]["head_steps"],
-                         "seed": m.seed, "shared_encoder": settings.mode == "shared"}
+                         "head_train_videos": heads[m.name]["train_videos"], "seed": m.seed,
+                         "shared_encoder": settings.mode == "shared"}
     return table
+
+
+def _member_cost(m: Member, encoders: dict[str, dict], heads: dict[str, dict]) -> dict[str, Any]:
+    """A model's compute as its runs recorded it: its encoder's pretraining steps × batch, and its head's steps."""
+    enc = encoders[m.encoder]
+    return {"encoder": m.encoder, "pretrain_steps": enc["steps"], "pretrain_batch": enc["batch_size"],
+            "pretrain_clip_steps": enc["clip_steps"], "head_steps": heads[m.name]["head_steps"]}
 
 
 MODE_NOTES = {
@@ -642,16 +648,10 @@ def ensemble_compute(settings: ExperimentSettings, members: list[Member], encode
     runs recorded them. An encoder several Partials share counts once: it was pretrained once."""
     general = next(m for m in members if m.name == "general")
     partials = [m for m in members if m.name not in ("general", RANDOM_INIT)]
-
-    def cost(m: Member) -> dict[str, Any]:
-        enc = encoders[m.encoder]
-        return {"encoder": m.encoder, "pretrain_steps": enc["steps"], "pretrain_batch": enc["batch_size"],
-                "pretrain_clip_steps": enc["clip_steps"], "head_steps": heads[m.name]["head_steps"]}
-
-    per_member = {m.name: cost(m) for m in partials}
+    per_member = {m.name: _member_cost(m, encoders, heads) for m in partials}
     ensemble_pretrain = sum(encoders[e]["clip_steps"] for e in dict.fromkeys(m.encoder for m in partials))
     ensemble_heads = sum(c["head_steps"] for c in per_member.values())
-    gen = cost(general)
+    gen = _member_cost(general, encoders, heads)
     return {"general": gen, "members": per_member,
             "ensemble": {"pretrain_clip_steps": ensemble_pretrain, "head_steps": ensemble_heads},
             "general_clip_steps": gen["pretrain_clip_steps"], "ensemble_clip_steps": ensemble_pretrain,
