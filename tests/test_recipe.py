@@ -86,6 +86,41 @@ def test_vicreg_variance_hinge_stops_at_its_target_std():
     assert float(vicreg(0.5 * independent, std_target=0.45)) < 0.01  # satisfied: only tiny covariances left
     assert abs(float(vicreg(0.5 * independent, std_target=1.0)) - 0.5) < 0.02  # 0.5 short of the target
 
+def test_vicreg_covariance_weight_scales_only_the_covariance_term():
+    gen = torch.Generator().manual_seed(0)
+    correlated = torch.randn(2048, 1, generator=gen).repeat(1, 16) * 2 + 0.1 * torch.randn(2048, 16, generator=gen)
+    hinge_only = float(vicreg(correlated, cov_weight=0.0))
+    assert hinge_only < 0.01  # every dimension's std is ~2: the hinge is met, what is left is covariance
+    full, quarter = float(vicreg(correlated)), float(vicreg(correlated, cov_weight=0.25))
+    assert full > 10 and math.isclose(quarter - hinge_only, 0.25 * (full - hinge_only), rel_tol=1e-5)
+
+
+def test_regulariser_projector_is_trained_by_the_term_and_absent_by_default():
+    cfg = preset("tiny")
+    assert JEPA(cfg.model).reg_projector is None  # old checkpoints keep loading strictly
+    cfg.train.reg_projector = 48
+    trainer = Trainer(cfg, torch.device("cpu"), total_steps=4)
+    projector = trainer.model.reg_projector
+    assert projector is not None and projector[-1].out_features == 48
+    trained = {id(p) for p in trainer.params}
+    assert all(id(p) in trained for p in projector.parameters())  # the optimizer updates it
+    masks = MaskSampler(trainer.model.encoder.grid, cfg.mask)(2, 0)
+    video = torch.randn(2, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    out = trainer.model(video, [m.keep for m in masks], [m.target for m in masks])
+    assert float(out.regularizer) > 0
+    out.loss.backward()
+    assert projector[0].weight.grad.abs().sum() > 0  # the term reaches the projector...
+    assert trainer.model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0  # ...and, through it, the encoder
+
+
+@pytest.mark.parametrize("override", ["train.reg_projector=-1", "train.vicreg_cov_weight=-0.5"])
+def test_negative_regulariser_settings_are_refused(override):
+    from picojepa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config("tiny", overrides=[override])
+
+
 def test_regulariser_gradient_reaches_the_context_encoder():
     cfg = preset("tiny")
     model = JEPA(cfg.model, regularizer="sigreg", reg_weight=1.0, sigreg_directions=32)

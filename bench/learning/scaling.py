@@ -96,6 +96,13 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-ema-lr1e-4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                           "train.reg_on=local", "train.lr=1e-4"],
     "plain-frozen-lr1e-4": ["train.targets=frozen", "train.regularizer=none", "train.lr=1e-4"],
+    # the 2026-12-04 default (above) with VICReg's own hinge:covariance ratio (25:1), or with the term on an expander
+    "vicreg-free-0.7-lr1.5e-4-cov0.04": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                         "train.lr=1.5e-4", "train.vicreg_cov_weight=0.04"],
+    "vicreg-free-0.7-lr1.5e-4-proj768": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                         "train.lr=1.5e-4", "train.reg_projector=768"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

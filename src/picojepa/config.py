@@ -102,6 +102,10 @@ class TrainConfig:
     reg_on: str = "local"
     sigreg_directions: int = 256
     vicreg_std: float = 0.7  # the variance hinge's target std per dimension (VICReg: 1; scale-free: a share)
+    vicreg_cov_weight: float = 1.0  # the covariance term's weight beside the hinge's (VICReg's own ratio: 0.04)
+    # > 0: the regulariser acts on an MLP projection of this width of the tokens (VICReg's expander), not on the
+    # probed tokens themselves.
+    reg_projector: int = 0
     # Layer-normalise the tokens (no gain) before the regulariser: the encoder's final LayerNorm gain, which has no
     # weight decay, can then neither meet the variance hinge by growing nor inflate the covariance term, and the
     # hinge's target reads as a share: std γ asks for a local share of at least about γ².
@@ -298,6 +302,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
     if cfg.train.vicreg_std <= 0:
         raise ConfigError(f"train.vicreg_std must be positive, got {cfg.train.vicreg_std}")
+    if cfg.train.vicreg_cov_weight < 0:
+        raise ConfigError(f"train.vicreg_cov_weight must be ≥ 0, got {cfg.train.vicreg_cov_weight}")
+    if cfg.train.reg_projector < 0:
+        raise ConfigError(f"train.reg_projector must be ≥ 0 (0: no projector), got {cfg.train.reg_projector}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:
         raise ConfigError("train.ema_max_init_fraction must be in (0, 1]")
     if cfg.train.schedule_stretch < 1.0:

@@ -39,7 +39,7 @@ class JEPA(nn.Module):
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
                  vicreg_std: float = 0.7, targets: str = "ema", reg_scale_free: bool = True,
-                 pixel_weight: float = 0.0) -> None:
+                 pixel_weight: float = 0.0, vicreg_cov_weight: float = 1.0, reg_projector: int = 0) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
@@ -47,6 +47,7 @@ class JEPA(nn.Module):
         self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
         self.reg_on, self.vicreg_std, self.reg_scale_free = reg_on, vicreg_std, reg_scale_free
+        self.vicreg_cov_weight = vicreg_cov_weight
         self.encoder = VideoViT(cfg)
         frames = {"pixels": cfg.tubelet_size, "motion": cfg.tubelet_size - 1}.get(targets, 0)
         if targets == "motion" and not frames:
@@ -56,6 +57,10 @@ class JEPA(nn.Module):
         tubelet_pixels = cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2
         self.predictor = Predictor(cfg, self.encoder.grid, out_dim=out_dim,
                                    pixel_dim=tubelet_pixels if pixel_weight > 0 else 0)
+        # > 0: the regulariser sees an MLP projection of the tokens (VICReg's expander, LeJEPA's projector), so
+        # its push need not be met by the probed tokens themselves. Absent by default: old checkpoints load strictly.
+        self.reg_projector = nn.Sequential(nn.Linear(cfg.embed_dim, reg_projector), nn.GELU(),
+                                           nn.Linear(reg_projector, reg_projector)) if reg_projector > 0 else None
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
@@ -110,13 +115,18 @@ class JEPA(nn.Module):
                 keeps = [self.gather_embeddings(k) for k in keeps]
             if self.reg_scale_free:  # the final LayerNorm's gain can then neither meet the hinge nor inflate the cov
                 contexts = [F.layer_norm(c.float(), c.shape[-1:]) for c in contexts]
+            if self.reg_projector is not None:
+                contexts = [self.reg_projector(c.float()) for c in contexts]
+                if self.reg_scale_free:  # nor can the projector's output scale meet the hinge
+                    contexts = [F.layer_norm(c, c.shape[-1:]) for c in contexts]
             if self.reg_on in ("content", "local"):
                 residual = content_residual if self.reg_on == "content" else local_residual
                 n = self.encoder.num_tokens
                 embeddings = torch.cat([residual(c, k, n) for c, k in zip(contexts, keeps, strict=True)])
             else:
                 embeddings = torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts])
-            reg = regularizer_loss(self.regularizer, embeddings, self.sigreg_directions, generator, self.vicreg_std)
+            reg = regularizer_loss(self.regularizer, embeddings, self.sigreg_directions, generator, self.vicreg_std,
+                                   self.vicreg_cov_weight)
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 

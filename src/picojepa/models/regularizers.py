@@ -36,16 +36,17 @@ def sigreg(embeddings: torch.Tensor, num_directions: int = 256,
     return epps_pulley(flat @ directions).mean()
 
 
-def vicreg(embeddings: torch.Tensor, std_target: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
-    """Variance hinge (every dimension's std ≥ ``std_target``) + covariance penalty of (N, D) embeddings (the
-    two VICReg terms, weighted 1:1)."""
+def vicreg(embeddings: torch.Tensor, std_target: float = 1.0, eps: float = 1e-4,
+           cov_weight: float = 1.0) -> torch.Tensor:
+    """Variance hinge (every dimension's std ≥ ``std_target``) + ``cov_weight`` × covariance penalty of (N, D)
+    embeddings (the two VICReg terms; VICReg itself weights them 25:1, i.e. ``cov_weight`` 0.04)."""
     flat = embeddings.reshape(-1, embeddings.shape[-1]).float()
     centred = flat - flat.mean(dim=0)
     std = torch.sqrt(centred.var(dim=0) + eps)
     variance = torch.relu(std_target - std).mean()
     cov = centred.T @ centred / max(flat.shape[0] - 1, 1)
     off_diagonal = cov - torch.diag(torch.diag(cov))
-    return variance + (off_diagonal**2).sum() / flat.shape[-1]
+    return variance + cov_weight * (off_diagonal**2).sum() / flat.shape[-1]
 
 
 def content_residual(tokens: torch.Tensor, positions: torch.Tensor, num_positions: int) -> torch.Tensor:
@@ -73,9 +74,10 @@ def local_residual(tokens: torch.Tensor, positions: torch.Tensor, num_positions:
 
 
 def regularizer_loss(kind: str, embeddings: torch.Tensor, num_directions: int = 256,
-                     generator: torch.Generator | None = None, vicreg_std: float = 1.0) -> torch.Tensor:
+                     generator: torch.Generator | None = None, vicreg_std: float = 1.0,
+                     vicreg_cov_weight: float = 1.0) -> torch.Tensor:
     if kind == "sigreg":
         return sigreg(embeddings, num_directions, generator)
     if kind == "vicreg":
-        return vicreg(embeddings, vicreg_std)
+        return vicreg(embeddings, vicreg_std, cov_weight=vicreg_cov_weight)
     raise ValueError(f"unknown regularizer {kind!r}")

@@ -49,7 +49,8 @@ class PretrainResult:
 
 def build_optimizer(model: JEPA, cfg: Config, device: torch.device, fused: bool | None = None) -> torch.optim.Optimizer:
     """AdamW; weight decay only on ≥2-D weights (matrices, conv kernels), never on norms and biases."""
-    params = [p for p in list(model.encoder.parameters()) + list(model.predictor.parameters()) if p.requires_grad]
+    modules = [model.encoder, model.predictor] + ([model.reg_projector] if model.reg_projector is not None else [])
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [
@@ -126,7 +127,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         t = cfg.train
         self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on,
-                          t.target_norm, t.vicreg_std, t.targets, t.reg_scale_free, t.pixel_weight).to(device)
+                          t.target_norm, t.vicreg_std, t.targets, t.reg_scale_free, t.pixel_weight,
+                          vicreg_cov_weight=t.vicreg_cov_weight, reg_projector=t.reg_projector).to(device)
         if t.teacher_run:
             load_teacher(self.model, t.teacher_run)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
