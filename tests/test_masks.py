@@ -88,3 +88,22 @@ def test_each_generator_draws_blocks_at_its_own_scale():
         low, high = cfg.block_scale
         assert low <= np.median(areas[name]) <= high, name  # rounding to whole positions moves single draws
     assert np.quantile(areas["long"], 0.01) > np.quantile(areas["short"], 0.99)
+
+
+@pytest.mark.parametrize("future", [1, 2, 3])
+def test_future_mask_splits_past_context_from_future_targets(future):
+    grid = (4, 3, 5)  # (T', H', W')
+    size = grid[1] * grid[2]
+    batch = MaskGenerator(grid, MaskConfig(type="future", future_slices=future))(6, 0)
+    past = (grid[0] - future) * size
+    # every clip: the whole past is context, the whole future is target, nothing in between or twice
+    assert torch.equal(batch.keep, torch.arange(past).expand(6, -1))
+    assert torch.equal(batch.target, torch.arange(past, grid[0] * size).expand(6, -1))
+
+
+def test_future_mask_needs_future_slices():
+    from picojepa.config import load_config
+    from picojepa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="future_slices"):
+        load_config("tiny", overrides=["mask.type=future"])

@@ -103,6 +103,10 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-proj768": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                          "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
                                          "train.lr=1.5e-4", "train.reg_projector=768"],
+    # ... or predicting the last two time slices in full from the first two (no spatial mask)
+    "vicreg-free-0.7-lr1.5e-4-future2": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                         "train.lr=1.5e-4", "mask.type=future", "mask.future_slices=2"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

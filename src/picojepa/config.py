@@ -36,7 +36,7 @@ class ModelConfig:
 
 @dataclass
 class MaskConfig:
-    type: str = "multiblock"  # multiblock | tube
+    type: str = "multiblock"  # multiblock | tube | future (past slices → future slices, no spatial mask)
     ratio: float = 0.75  # fraction of spatial positions masked (the same in every time slice)
     block_scale: tuple[float, float] = (0.10, 0.30)  # area of one block, as a fraction of the frame
     block_aspect: tuple[float, float] = (0.75, 1.5)
@@ -279,8 +279,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("embedding widths must be divisible by their number of heads")
     if m.pos_embed not in ("sincos", "learned"):
         raise ConfigError(f"model.pos_embed must be sincos or learned, got {m.pos_embed!r}")
-    if cfg.mask.type not in ("multiblock", "tube"):
-        raise ConfigError(f"mask.type must be multiblock or tube, got {cfg.mask.type!r}")
+    if cfg.mask.type not in ("multiblock", "tube", "future"):
+        raise ConfigError(f"mask.type must be multiblock, tube or future, got {cfg.mask.type!r}")
+    if cfg.mask.type == "future" and cfg.mask.future_slices < 1:
+        raise ConfigError("mask.type=future predicts the last time slices from the first: set mask.future_slices ≥ 1")
     if not 0.0 < cfg.mask.ratio < 1.0:
         raise ConfigError(f"mask.ratio must be in (0, 1), got {cfg.mask.ratio}")
     if cfg.mask.long_range and not 0.0 < cfg.mask.long_ratio < 1.0:

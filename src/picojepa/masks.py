@@ -5,7 +5,9 @@ tubelet cannot be recovered by copying the same place from a neighbouring frame:
 
 - ``tube``: a random subset of spatial positions (VideoMAE-style tubes);
 - ``multiblock``: the union of random rectangles with random scale and aspect ratio (V-JEPA-style),
-  extended over all time slices.
+  extended over all time slices;
+- ``future``: no spatial mask; the context is every tubelet of the first slices and the target every
+  tubelet of the last ``future_slices`` (a past → future split: the predictor must extrapolate the motion).
 
 Every mask in a batch masks exactly ``round(ratio · H'·W')`` spatial positions, so context and target
 index tensors stack without padding. Indices follow the encoder's time-major token order
@@ -121,6 +123,8 @@ class MaskGenerator:
         hw = self.grid[1:]
         if self.cfg.type == "tube":
             return tube_batch(batch, hw, self.cfg.ratio, rng)
+        if self.cfg.type == "future":  # nothing hidden in the past: the future slices are the whole target
+            return np.zeros((batch, hw[0] * hw[1]), dtype=bool)
         return multiblock_batch(batch, hw, self.cfg.ratio, self.cfg.block_scale, self.cfg.block_aspect, rng)
 
     def __call__(self, batch_size: int, seed: int | np.random.Generator | list[int]) -> MaskBatch:
