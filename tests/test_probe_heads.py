@@ -107,3 +107,25 @@ def test_the_cli_describes_the_grid_it_uses():
     said_lrs, said_wds = PROBE_GRID_HELP.split(" × ")
     assert [float(x) for x in re.findall(r"[\d.]+(?:e-?\d+)?", said_lrs)] == lrs
     assert [float(x) for x in re.findall(r"[\d.]+(?:e-?\d+)?", said_wds)] == wds
+
+
+def test_heads_train_on_one_cpu_thread_and_the_setting_is_restored(monkeypatch):
+    import picojepa.probe.classifier as classifier
+
+    seen = []
+    original = classifier._train_one
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "_train_one", spy)
+    feats, labels, tr, va, _ = _separable_features()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_head(feats, labels, tr, va, 3, ProbeConfig(head="attentive", epochs=1, num_clips=2, grid=()))
+        assert seen == [1]  # spin-waiting threads on a busy machine cost 10-30x (bench/speed/probe_head.py)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

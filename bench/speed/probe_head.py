@@ -3,6 +3,10 @@
 
     PYTHONPATH=src python bench/speed/probe_head.py            # pico shapes: 64 tokens of 192 dims, batch 64
     PYTHONPATH=src python bench/speed/probe_head.py --tokens 196
+    PYTHONPATH=src python bench/speed/probe_head.py --threads-sweep 1,2   # quiet, then with the cores busy
+
+The library trains heads on one CPU thread (probe/classifier.py): run the sweep on a quiet machine and beside a
+busy one to see why.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=192)
     ap.add_argument("--clips", type=int, default=1600, help="training clips per epoch (the demo: 800 videos × 2)")
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--threads-sweep", default="", help="also time the folded step at these CPU thread counts")
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.device(args.device)
@@ -56,6 +61,12 @@ def main() -> None:
            "multihead_attention_ms_per_step": round(reference, 2), "speed-up": round(reference / folded, 2),
            "grid_heads": len(PROBE_GRID), "grid_s_per_epoch": round(len(PROBE_GRID) * steps * folded / 1000, 2),
            "one_reference_head_s_per_epoch": round(steps * reference / 1000, 2)}
+    if args.threads_sweep:
+        by_threads = {}
+        for n in (int(x) for x in args.threads_sweep.split(",")):
+            torch.set_num_threads(n)
+            by_threads[n] = round(step_ms(head, AttentiveHead.forward, tokens, labels, args.repeats), 2)
+        row["folded_ms_per_step_by_threads"] = by_threads
     print(json.dumps(row))
 
 

@@ -11,6 +11,8 @@ import copy
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,8 +161,9 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
     the epoch with the best validation accuracy (ties: lower validation loss); several are returned as a
     :class:`HeadEnsemble`. The test split never enters this function. The head is on the CPU, wherever it
     trained."""
-    runs = [_train_one(features, labels, train_idx, val_idx, num_classes, cfg, lr, wd, seed, device)
-            for lr, wd, seed in cfg.heads]
+    with _one_cpu_thread(device):
+        runs = [_train_one(features, labels, train_idx, val_idx, num_classes, cfg, lr, wd, seed, device)
+                for lr, wd, seed in cfg.heads]
     if len(runs) == 1:
         return runs[0]
     head = HeadEnsemble([run.head for run in runs]).eval()
@@ -173,6 +176,22 @@ def train_head(features: Features, labels: np.ndarray, train_idx: np.ndarray, va
         accuracy = float((probs.argmax(1) == labels[val_idx]).mean())
     return TrainedHead(head, max(run.best_epoch for run in runs), accuracy, history, [run.best_epoch for run in runs],
                        sum(run.steps for run in runs))
+
+
+@contextmanager
+def _one_cpu_thread(device: str | torch.device) -> Iterator[None]:
+    """Heads train on one CPU thread. Their steps are tiny matmuls that a second thread barely speeds up, while
+    OpenMP threads spin-waiting on cores that other work holds made head training 10-30x slower on a busy
+    machine (bench/speed/probe_head.py --threads-sweep)."""
+    before = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_one(features: Features, labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
