@@ -8,8 +8,8 @@ import torch
 
 from picojepa import embed_frames
 from picojepa.config import MaskConfig, preset
-from picojepa.masks import MaskGenerator
-from picojepa.models import JEPA, VideoViT, train_flops_per_clip
+from picojepa.masks import MaskGenerator, context_tokens
+from picojepa.models import JEPA, VideoViT, encoder_flops_per_clip, train_flops_per_clip
 
 
 @pytest.fixture()
@@ -122,6 +122,20 @@ def test_pico_preset_size_and_flops():
     assert 3.0e6 < params < 4.0e6
     assert encoder.grid == (4, 14, 14)
     assert 15e9 < train_flops_per_clip(cfg.model, 0.75) < 20e9
+    assert train_flops_per_clip(cfg.model, 0.75) == train_flops_per_clip(cfg.model, MaskConfig(ratio=0.75))
+
+
+def test_flops_count_the_context_each_mask_actually_keeps():
+    model = preset("pico").model
+    # future: no spatial mask, so the context is every token of the past slices and costs more than a 0.75 mask
+    future = MaskConfig(type="future", future_slices=1)
+    assert context_tokens((4, 14, 14), future) == 3 * 196
+    assert context_tokens((4, 14, 14), MaskConfig(ratio=0.75, future_slices=1)) == 3 * 49
+    assert train_flops_per_clip(model, future) > train_flops_per_clip(model, 0.75)
+    # a long-range companion adds one more context-encoder and predictor pass, never a target-encoder pass
+    one = train_flops_per_clip(model, MaskConfig(ratio=0.75))
+    two = train_flops_per_clip(model, MaskConfig(ratio=0.75, long_range=True, long_ratio=0.75))
+    assert two - one == pytest.approx(one - encoder_flops_per_clip(model))
 
 
 def test_learned_positions_option():

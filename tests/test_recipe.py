@@ -86,6 +86,7 @@ def test_vicreg_variance_hinge_stops_at_its_target_std():
     assert float(vicreg(0.5 * independent, std_target=0.45)) < 0.01  # satisfied: only tiny covariances left
     assert abs(float(vicreg(0.5 * independent, std_target=1.0)) - 0.5) < 0.02  # 0.5 short of the target
 
+
 def test_vicreg_covariance_weight_scales_only_the_covariance_term():
     gen = torch.Generator().manual_seed(0)
     correlated = torch.randn(2048, 1, generator=gen).repeat(1, 16) * 2 + 0.1 * torch.randn(2048, 16, generator=gen)

@@ -133,7 +133,7 @@ def main() -> None:
     cfg = load_config(args.preset, overrides=args.set)
     cfg.train.batch_size = args.batch_size
     side = cache_size(cfg)
-    flops = train_flops_per_clip(cfg.model, cfg.mask.ratio)
+    flops = train_flops_per_clip(cfg.model, cfg.mask)
     peak = peak_flops(device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -9,8 +9,9 @@ tubelet cannot be recovered by copying the same place from a neighbouring frame:
 - ``future``: no spatial mask; the context is every tubelet of the first slices and the target every
   tubelet of the last ``future_slices`` (a past → future split: the predictor must extrapolate the motion).
 
-Every mask in a batch masks exactly ``round(ratio · H'·W')`` spatial positions, so context and target
-index tensors stack without padding. Indices follow the encoder's time-major token order
+Every ``tube`` or ``multiblock`` mask masks exactly ``round(ratio · H'·W')`` spatial positions (``future``
+masks none), so within a generator every clip has the same context and target sizes and the index tensors
+stack without padding. Indices follow the encoder's time-major token order
 ``t·H'·W' + h·W' + w`` and are sorted.
 """
 
@@ -43,6 +44,15 @@ class MaskBatch:
 
 def num_masked(spatial_size: int, ratio: float) -> int:
     return min(max(round(ratio * spatial_size), 1), spatial_size - 1)
+
+
+def context_tokens(grid: tuple[int, int, int], cfg: MaskConfig) -> int:
+    """How many tokens the context encoder sees per clip under one generator's config (its long-range
+    companion, if any, is a config of its own: see :func:`mask_configs`)."""
+    grid_t, grid_h, grid_w = grid
+    spatial = grid_h * grid_w
+    visible = spatial if cfg.type == "future" else spatial - num_masked(spatial, cfg.ratio)
+    return (grid_t - cfg.future_slices) * visible
 
 
 def spatial_to_indices(spatial: np.ndarray, grid_t: int, future: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -112,6 +112,8 @@ def presets(name: Annotated[str | None, typer.Argument(help="Show one preset in 
     for key in PRESETS:
         cfg = get_preset(key)
         m = cfg.model
+        mask = (f"last {cfg.mask.future_slices} slice(s)" if cfg.mask.type == "future"
+                else f"{cfg.mask.ratio:.2f}")
         typer.echo(f"{key:10s} {m.embed_dim}-d × {m.depth} blocks, {m.num_frames} frames at {m.img_size} px, "
                    f"tubelets {m.tubelet_size}×{m.patch_size}×{m.patch_size}, mask {cfg.mask.type} "
-                   f"{cfg.mask.ratio:.2f}, {train_flops_per_clip(m, cfg.mask.ratio) / 1e9:.2f} GFLOP/clip/step")
+                   f"{mask}, {train_flops_per_clip(m, cfg.mask) / 1e9:.2f} GFLOP/clip/step")

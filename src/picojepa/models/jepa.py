@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import MaskConfig, ModelConfig
+from ..masks import context_tokens, mask_configs
 from .predictor import Predictor
 from .regularizers import content_residual, local_residual, regularizer_loss
 from .vit import VideoViT, gather_tokens
@@ -194,18 +195,20 @@ def _transformer_flops(tokens: int, dim: int, depth: int, mlp_ratio: float) -> f
     return depth * (linear + attention)
 
 
-def train_flops_per_clip(cfg: ModelConfig, mask_ratio: float) -> float:
-    """Model FLOPs of one training step per clip (forward + 2× for backward where gradients flow)."""
-    grid_t, grid_h, grid_w = cfg.num_frames // cfg.tubelet_size, cfg.img_size // cfg.patch_size, \
-        cfg.img_size // cfg.patch_size
-    n = grid_t * grid_h * grid_w
-    spatial = grid_h * grid_w
-    keep = grid_t * (spatial - round(spatial * mask_ratio))
+def train_flops_per_clip(cfg: ModelConfig, mask: MaskConfig | float) -> float:
+    """Model FLOPs of one training step per clip (forward + 2× for backward where gradients flow): the
+    target encoder once, the context encoder and predictor once per mask generator. A bare float is a
+    ``multiblock`` ratio with no future slices."""
+    mask_cfg = mask if isinstance(mask, MaskConfig) else MaskConfig(ratio=float(mask))
+    grid = (cfg.num_frames // cfg.tubelet_size, cfg.img_size // cfg.patch_size, cfg.img_size // cfg.patch_size)
+    n = grid[0] * grid[1] * grid[2]
     per_token_patch = 2 * cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2 * cfg.embed_dim
-    target = n * per_token_patch + _transformer_flops(n, cfg.embed_dim, cfg.depth, cfg.mlp_ratio)
-    context = 3 * (keep * per_token_patch + _transformer_flops(keep, cfg.embed_dim, cfg.depth, cfg.mlp_ratio))
-    predictor = 3 * _transformer_flops(n, cfg.pred_embed_dim, cfg.pred_depth, cfg.mlp_ratio)
-    return float(target + context + predictor)
+    total = n * per_token_patch + _transformer_flops(n, cfg.embed_dim, cfg.depth, cfg.mlp_ratio)
+    for generator in mask_configs(mask_cfg):
+        keep = context_tokens(grid, generator)
+        total += 3 * (keep * per_token_patch + _transformer_flops(keep, cfg.embed_dim, cfg.depth, cfg.mlp_ratio))
+        total += 3 * _transformer_flops(n, cfg.pred_embed_dim, cfg.pred_depth, cfg.mlp_ratio)  # context + queries
+    return float(total)
 
 
 def encoder_flops_per_clip(cfg: ModelConfig) -> float:

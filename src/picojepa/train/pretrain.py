@@ -372,7 +372,7 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
         ckpt.write_run_config(out, cfg, **run_meta)
     stop_at = total_steps if max_steps is None else min(total_steps, start_step + max_steps)
     loader = _batches(prepared, cfg, trainer, device, stop_at, start_step, batch_size)
-    flops = train_flops_per_clip(cfg.model, cfg.mask.ratio)
+    flops = train_flops_per_clip(cfg.model, cfg.mask)
     peak = peak_flops(device)
     t0 = time.perf_counter()
     loss_value, step = float("nan"), start_step
