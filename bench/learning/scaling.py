@@ -107,6 +107,11 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-future2": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                          "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
                                          "train.lr=1.5e-4", "mask.type=future", "mask.future_slices=2"],
+    # ... or with a fixed, slow EMA teacher (0.999 at every step, no cap on the share of the initialisation left)
+    "vicreg-free-0.7-lr1.5e-4-ema0.999": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                          "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                          "train.lr=1.5e-4", "train.ema_start=0.999", "train.ema_end=0.999",
+                                          "train.ema_max_init_fraction=1.0"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
