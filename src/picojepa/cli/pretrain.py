@@ -55,6 +55,11 @@ def pretrain(
              "metrics.jsonl and plotted by 'viz curves'. Keep your test videos out of it.")] = None,
     eval_every: Annotated[int, typer.Option(help="Steps between monitor readings (0: about five per run).",
                                             min=0)] = 0,
+    keep_best: Annotated[bool, typer.Option(
+        "--keep-best", help="With --eval-data: make the monitor's best reading (its attentive probe of the EMA "
+                            "encoder) the run's encoder.safetensors; the final one is kept as "
+                            "encoder-last.safetensors. Without it the best is still saved, as "
+                            "encoder-best.safetensors. Gains peak near 20k clip-steps (docs/scaling.md).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA: faster).")] = False,
     decoder: Decoder = None,
     cache_dir: CacheDir = None,
@@ -67,7 +72,7 @@ def pretrain(
 
     Writes OUT/encoder.safetensors (the EMA target encoder, or the context encoder when the targets
     are not an EMA copy), config.json, checkpoint.safetensors (for --resume; no pickle), metrics.jsonl
-    and skipped.json (unusable videos with reasons). Under torchrun
+    and skipped.json (unusable videos with reasons); with --eval-data also encoder-best.safetensors. Under torchrun
     (torchrun --nproc-per-node K -m picojepa pretrain ...) the K processes train one encoder
     data-parallel: --batch-size is the global batch, split over the ranks; rank 0 writes the run folder.
     """
@@ -84,17 +89,26 @@ def pretrain(
     )
     if max_steps is not None and max_steps < 1:
         raise PicoJepaError("--max-steps must be at least 1")
+    if keep_best and eval_data is None:
+        raise PicoJepaError("--keep-best needs --eval-data: the best reading is the learning monitor's")
     monitor = None
     if eval_data is not None and env_rank() == 0:  # under torchrun rank 0 alone runs the monitor
         from ..probe.monitor import build_monitor
 
         monitor = build_monitor(cfg, eval_data, eval_every, cache_dir=cache_dir, progress=not quiet)
     result = run(cfg, data, out, resume=resume, progress=not quiet, cache_dir=cache_dir, max_steps=max_steps,
-                 monitor=monitor, trust_pickle=trust_pickle_checkpoint)
+                 monitor=monitor, trust_pickle=trust_pickle_checkpoint, keep_best=keep_best)
     if env_rank() != 0:
         return
     typer.echo(f"pretrained {result.steps} steps on {result.videos} videos in {result.seconds:.1f} s "
                f"(final loss {result.final_loss:.4f}); skipped {len(result.skipped)}; run folder: {result.out}")
+    if keep_best:
+        from ..train.checkpoint import read_run_config
+
+        best = read_run_config(result.out).get("best_reading")
+        if best:
+            kept = "is now encoder.safetensors" if best["kept_as_encoder"] else "is the final encoder"
+            typer.echo(f"best monitor reading: step {best['step']} (probe EMA {best['probe_ema']:.0%}); it {kept}")
 
 
 @app.command()

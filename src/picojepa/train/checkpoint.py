@@ -26,15 +26,30 @@ from ..models import VideoViT
 from ..utils import atomic_write, write_json
 
 ENCODER_FILE = "encoder.safetensors"
+BEST_ENCODER_FILE = "encoder-best.safetensors"  # the learning monitor's best reading (see pretrain --keep-best)
+LAST_ENCODER_FILE = "encoder-last.safetensors"  # the final encoder, kept beside a best one that replaced it
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LEGACY_CHECKPOINT_FILE = "checkpoint.pt"  # a pickle: loaded only when the caller trusts it
 CHECKPOINT_FORMAT = "picojepa-checkpoint-1"
 
 
-def save_encoder(encoder: torch.nn.Module, out: Path) -> None:
+def save_encoder(encoder: torch.nn.Module, out: Path, name: str = ENCODER_FILE,
+                 info: dict[str, Any] | None = None) -> None:
+    """Write an encoder's weights; ``info`` (JSON) goes to the file's metadata, read by :func:`encoder_info`."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    atomic_write(out / ENCODER_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    metadata = {"format": "pt", **({"picojepa": json.dumps(info)} if info else {})}
+    atomic_write(out / name, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+
+def encoder_info(path: Path) -> dict[str, Any] | None:
+    """The ``info`` an encoder file was saved with; None when it has none or cannot be read."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            blob = (f.metadata() or {}).get("picojepa")
+        return json.loads(blob) if blob else None
+    except (SafetensorError, OSError, json.JSONDecodeError):
+        return None
 
 
 def has_checkpoint(out: Path) -> bool:

@@ -32,6 +32,7 @@ from ..progress import console, info, make_progress, warn
 from ..utils import write_json
 from . import checkpoint as ckpt
 from . import distributed
+from .best import BestReading, keep_best_as_encoder
 from .diagnostics import effective_rank, feature_std
 from .schedules import capped_momenta, cosine_increase, linear, warmup_cosine
 
@@ -268,21 +269,26 @@ def save_initial_encoder(cfg: Config, out: str | Path) -> Path:
 def pretrain(cfg: Config, data: str | Path | VideoSet, out: str | Path, resume: bool = False,
              progress: bool = True, max_steps: int | None = None,
              cache_dir: str | Path | None = None, monitor: Monitor | None = None,
-             trust_pickle: bool = False) -> PretrainResult:
+             trust_pickle: bool = False, keep_best: bool = False) -> PretrainResult:
     """Pretrain an encoder on the videos at ``data``; writes the run folder ``out``.
 
     ``trust_pickle`` lets ``resume`` load an older version's pickle checkpoint (which can run code).
     ``max_steps`` stops early (as an interruption would), leaving a checkpoint to ``--resume`` from.
     ``monitor`` (e.g. a :class:`picojepa.probe.monitor.ProbeMonitor`) is called at step 0, every
-    ``monitor.every`` steps and at the end; its numbers go to ``metrics.jsonl``.
+    ``monitor.every`` steps and at the end; its numbers go to ``metrics.jsonl``, and the EMA encoder of its
+    best reading to ``encoder-best.safetensors``; ``keep_best`` makes that one the run's ``encoder.safetensors``
+    (the final one is then ``encoder-last.safetensors``).
     Under torchrun every rank calls this; they train one model data-parallel and rank 0 alone writes
     (and alone runs the monitor: the replicas are identical).
     """
     ctx = distributed.setup(cfg.train.device)
+    if keep_best and monitor is None and ctx.is_main:
+        distributed.teardown(ctx)
+        raise PicoJepaError("keeping the best reading needs a learning monitor (--eval-data)")
     try:
         with distributed.quiet_unless_main(ctx), deterministic_kernels(cfg.train.deterministic, ctx.device):
             result = _pretrain(cfg, data, Path(out), resume, progress and ctx.is_main, max_steps, cache_dir,
-                               monitor if ctx.is_main else None, ctx, trust_pickle)
+                               monitor if ctx.is_main else None, ctx, trust_pickle, keep_best)
         # Rank 0 still writes the run's files after the last step; a rank that tore the group down meanwhile
         # could abort in gloo's threads ("terminate called without an active exception").
         distributed.barrier(ctx)
@@ -315,7 +321,7 @@ def planned_steps(cfg: Config, steps_per_epoch: int, batch_size: int) -> int:
 
 def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool, progress: bool,
               max_steps: int | None, cache_dir: str | Path | None, monitor: Monitor | None,
-              ctx: distributed.DistContext, trust_pickle: bool = False) -> PretrainResult:
+              ctx: distributed.DistContext, trust_pickle: bool = False, keep_best: bool = False) -> PretrainResult:
     main = ctx.is_main  # the only rank that writes to the run folder
     _check_out_dir(out, resume)
     meta = ckpt.read_run_config(out) if resume and (out / ckpt.CONFIG_FILE).exists() else None
@@ -347,6 +353,7 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     trainer = Trainer(cfg, device, total_steps, dist=ctx)
 
     start_step = 0
+    best = BestReading(out) if monitor is not None else None
     if resume:
         state = ckpt.load_checkpoint(out, trust_pickle)
         if state.get("data_signature") != signature:
@@ -357,6 +364,8 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
         skipped = state.get("skipped", skipped)
         if main:
             _trim_metrics(out / "metrics.jsonl", start_step)
+            if best is not None:
+                best = BestReading.resume(out, start_step)
         info(f"resuming {out} at step {start_step}/{total_steps}")
     elif main:
         (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -378,7 +387,7 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     loss_value, step = float("nan"), start_step
     try:
         step, loss_value = _loop(trainer, loader, out, start_step, stop_at, total_steps, steps_per_epoch,
-                                 signature, skipped, flops, peak, progress, monitor)
+                                 signature, skipped, flops, peak, progress, monitor, best)
     except KeyboardInterrupt:
         raise PicoJepaError(f"interrupted; the last checkpoint is in {out} — continue with --resume") from None
     seconds = time.perf_counter() - t0
@@ -387,8 +396,11 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     skipped = distributed.merge_records(ctx, skipped)
     clips = trainer.clips_done()  # counted, not steps × batch: clips of failed videos were never trained on
     if main:
+        kept_best = False
         if finished:
             ckpt.save_encoder(trainer.model.evaluation_encoder, out)
+            if keep_best and best is not None:
+                kept_best = keep_best_as_encoder(out, best, trainer.model.evaluation_encoder, step)
         ckpt.save_checkpoint(trainer.state(step, signature, skipped, clips), out)
         write_json(out / "skipped.json", skipped)
         summary = monitor_summary(out / "metrics.jsonl") if monitor is not None else None
@@ -398,7 +410,9 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
                                            "final_loss": loss_value, "train_seconds": seconds,
                                            "ema_init_fraction": trainer.schedules.init_fraction()
                                            if cfg.train.targets == "ema" else None,
-                                           **({"monitor": summary} if summary else {})})
+                                           **({"monitor": summary} if summary else {}),
+                                           **({"best_reading": best.record(kept_best)}
+                                              if best is not None and best.step is not None else {})})
     return PretrainResult(out, step, clips, loss_value, seconds, n, skipped)
 
 
@@ -433,25 +447,32 @@ def monitor_summary(metrics_path: Path) -> dict[str, Any] | None:
     if not probes:
         return None
     first, last = probes[0], probes[-1]
+    best = max(probes, key=lambda r: r["probe_ema"])  # the first of equals, as BestReading keeps
     keys = ("probe_ema", "probe_online", "knn_ema", "knn_online")
     text = (f"learning monitor at step {last['step']}: probe EMA {last['probe_ema']:.0%}, online "
             f"{last['probe_online']:.0%} (random init at step {first['step']}: {first['probe_ema']:.0%}); "
-            f"k-NN EMA {last['knn_ema']:.0%} (random init {first['knn_ema']:.0%})")
-    return {"first_step": first["step"], "last_step": last["step"], "first": {k: first[k] for k in keys},
-            "last": {k: last[k] for k in keys}, "text": text}
+            f"k-NN EMA {last['knn_ema']:.0%} (random init {first['knn_ema']:.0%}); "
+            f"best probe EMA {best['probe_ema']:.0%} at step {best['step']}")
+    return {"first_step": first["step"], "last_step": last["step"], "best_step": best["step"],
+            "first": {k: first[k] for k in keys}, "last": {k: last[k] for k in keys},
+            "best": {k: best[k] for k in keys}, "text": text}
 
 
-def _run_monitor(monitor: Monitor, trainer: Trainer, step: int, metrics: Any) -> dict[str, float]:
+def _run_monitor(monitor: Monitor, trainer: Trainer, step: int, metrics: Any,
+                 best: BestReading | None = None) -> dict[str, float]:
     with torch.random.fork_rng(devices=[]):  # probes draw from the global RNG; training must not notice
         row = monitor(step, trainer.model.encoder, trainer.model.evaluation_encoder)
     metrics.write(json.dumps({"step": step, **row}) + "\n")
     metrics.flush()
+    if best is not None:
+        best.offer(step, row, trainer.model.evaluation_encoder)
     return row
 
 
 def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step: int, stop_at: int,
           total_steps: int, steps_per_epoch: int, signature: str, skipped: list[dict[str, Any]],
-          flops: float, peak: float | None, progress: bool, monitor: Monitor | None = None) -> tuple[int, float]:
+          flops: float, peak: float | None, progress: bool, monitor: Monitor | None = None,
+          best: BestReading | None = None) -> tuple[int, float]:
     cfg, ctx = trainer.cfg, trainer.dist
     log_every, ckpt_every = max(1, cfg.train.log_every), max(1, cfg.train.checkpoint_every)
     seen_failures = {s["path"] for s in skipped}
@@ -469,7 +490,7 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
             monitor_every = (monitor.every or max(1, -(-total_steps // 5))) if monitor is not None else 0
             if monitor is not None and start_step == 0:
                 bar.update(task, status="learning monitor: random init")
-                _run_monitor(monitor, trainer, 0, metrics)
+                _run_monitor(monitor, trainer, 0, metrics, best)
             for batch in loader:
                 for path, reason in batch.failed:
                     if path not in seen_failures:
@@ -516,7 +537,7 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                 else:
                     bar.update(task, completed=step)
                 if monitor is not None and (step % monitor_every == 0 or step == total_steps):
-                    probe = _run_monitor(monitor, trainer, step, metrics)
+                    probe = _run_monitor(monitor, trainer, step, metrics, best)
                     bar.update(task, status=f"probe EMA {probe.get('probe_ema', float('nan')):.0%}")
                 if step % ckpt_every == 0 or step % steps_per_epoch == 0:
                     distributed.check_replicas(ctx, trainer.model)  # the EMA target is the same on every rank
