@@ -34,7 +34,7 @@ from picojepa.viz import (
     silhouette,
     tubelet_pixel_mask,
 )
-from picojepa.viz.masks import draw_mask, encoder_grid
+from picojepa.viz.masks import draw_mask, draw_slice_masks, encoder_grid
 from picojepa.viz.report_figures import confusion_counts
 from picojepa.viz.style import new_figure
 
@@ -95,6 +95,37 @@ def test_shading_covers_exactly_the_masked_tubelets(preset_name, mask_type):
     assert not changed[~expected].any(), "context pixels must stay untouched"
     assert changed[expected].mean() > 0.95
     assert shaded[expected].mean() < frames[expected].mean() - 40  # visibly darker
+
+
+@pytest.mark.parametrize(("mask_type", "future_slices"), [("future", 1), ("future", 3), ("tube", 2),
+                                                          ("multiblock", 0)])
+def test_slice_masks_match_the_target_tokens_including_future_slices(mask_type, future_slices):
+    cfg = preset("tiny")
+    grid = encoder_grid(cfg)
+    masks = draw_slice_masks(cfg, mask_type, seed=4, future_slices=future_slices)
+    mask = replace(cfg.mask, type=mask_type, future_slices=future_slices)
+    target = MaskGenerator(grid, mask)(1, 4).target[0].numpy()
+    assert np.array_equal(np.flatnonzero(masks.reshape(-1)), np.sort(target))
+    past = grid[0] - future_slices
+    assert masks[past:].all(), "future slices are predicted whole"
+    if mask_type == "future":
+        assert not masks[:past].any(), "the past is all context"
+    else:  # the same spatial positions in every past slice (a tube through time)
+        assert (masks[:past] == masks[0]).all() and 0 < masks[0].sum() < masks.shape[1]
+
+
+def test_plot_masks_shades_the_future_slices_whole(tmp_path, video_folder):
+    video = video_folder / "left" / "left_0.mp4"
+    cfg = preset("tiny")
+    out = plot_masks(video, tmp_path / "future.png", cfg, mask_type="future", seed=0)
+    read_png(out)
+    result = runner.invoke(app, ["viz", "masks", str(video), "--out", str(tmp_path / "f.png"), "--preset", "tiny",
+                                 "--mask", "future", "--future-slices", "2"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ConfigError, match="future slices must be in"):
+        plot_masks(video, tmp_path / "x.png", cfg, mask_type="future", future_slices=0)
+    with pytest.raises(ConfigError, match="future slices must be in"):
+        plot_masks(video, tmp_path / "x.png", cfg, mask_type="tube", future_slices=encoder_grid(cfg)[0])
 
 
 @pytest.mark.parametrize(("video", "preset_name", "side"), [("carphone_pristine.mp4", "tiny", 64),

@@ -27,7 +27,10 @@ def masks(
     run: Annotated[Path | None, typer.Option(
         "--run", help="Take the config from this pretraining run folder instead of --preset.")] = None,
     mask: Annotated[str | None, typer.Option(
-        "--mask", "-m", help="Mask type: tube or multiblock (default: the config's).")] = None,
+        "--mask", "-m", help="Mask type: tube, multiblock or future (default: the config's).")] = None,
+    future_slices: Annotated[int | None, typer.Option(
+        "--future-slices", help="Last time slices predicted whole (default: the config's; 1 for --mask future).",
+        min=0)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the drawn mask.")] = 0,
 ) -> None:
     """Show the centred clip of VIDEO with the masked tubelets shaded, one row per time slice.
@@ -39,7 +42,7 @@ def masks(
     from ..viz.masks import plot_masks
 
     cfg = _config(preset, run)
-    path = plot_masks(video, out, cfg, mask_type=mask, seed=seed)
+    path = plot_masks(video, out, cfg, mask_type=mask, seed=seed, future_slices=future_slices)
     typer.echo(f"wrote {path}")
 
 

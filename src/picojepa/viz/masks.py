@@ -1,8 +1,9 @@
 """What the predictor has to guess: one clip of a real video with its masked tubelets shaded.
 
 Rows are the time slices of the tubelet grid (each row shows that slice's frames); a masked tubelet is
-a p×p square darkened in every frame of its slice, and since pico-JEPA masks the same spatial positions
-in every slice, the shaded squares line up from row to row.
+a p×p square darkened in every frame of its slice. ``tube`` and ``multiblock`` mask the same spatial
+positions in every slice, so the shaded squares line up from row to row; ``future`` (and
+``mask.future_slices`` > 0 with the others) hides the last slices whole.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..config import Config
+from ..config import Config, MaskConfig
 from ..data.dataset import clip_indices, eval_starts
 from ..data.decode import VideoError, decode_strided
 from ..errors import ConfigError, DataError
 from ..masks import MaskGenerator
 from .style import new_figure, save, styled
 
-MASK_TYPES = ("tube", "multiblock")
+MASK_TYPES = ("tube", "multiblock", "future")
 SHADE_RGB = np.array([18, 24, 64], dtype=np.float32)  # dark navy: masked areas read as "hidden", not as content
 SHADE_ALPHA = 0.65
 OUTLINE = "#F0E442"  # Okabe–Ito yellow: visible on dark and bright videos alike
@@ -68,28 +69,51 @@ def centre_clip(video: Path, cfg: Config) -> np.ndarray:
     return frames[clip_indices(len(frames), m.num_frames, start)]
 
 
-def draw_mask(cfg: Config, mask_type: str | None = None, seed: int = 0) -> np.ndarray:
-    """One (H'·W',) spatial mask as pretraining would draw it, for ``mask_type`` (default: the config's)."""
+def mask_config(cfg: Config, mask_type: str | None = None, future_slices: int | None = None) -> MaskConfig:
+    """The config's mask with another type or future split; ``future`` alone defaults to the last slice."""
     mask_type = mask_type or cfg.mask.type
     if mask_type not in MASK_TYPES:
         raise ConfigError(f"unknown mask type {mask_type!r}; choose one of: {', '.join(MASK_TYPES)}")
-    generator = MaskGenerator(encoder_grid(cfg), dataclasses.replace(cfg.mask, type=mask_type))
+    if future_slices is None:
+        future_slices = max(cfg.mask.future_slices, 1) if mask_type == "future" else cfg.mask.future_slices
+    slices = encoder_grid(cfg)[0]
+    if not 0 <= future_slices < slices or (mask_type == "future" and future_slices < 1):
+        raise ConfigError(f"future slices must be in [{int(mask_type == 'future')}, {slices - 1}] for {slices} "
+                          f"time slices, not {future_slices}")
+    return dataclasses.replace(cfg.mask, type=mask_type, future_slices=future_slices)
+
+
+def draw_mask(cfg: Config, mask_type: str | None = None, seed: int = 0) -> np.ndarray:
+    """One (H'·W',) spatial mask as pretraining would draw it, for ``mask_type`` (default: the config's)."""
+    generator = MaskGenerator(encoder_grid(cfg), mask_config(cfg, mask_type, 0 if mask_type != "future" else None))
     return generator(1, seed).spatial[0].numpy()
 
 
-def plot_masks(video: Path, out: Path, cfg: Config, mask_type: str | None = None, seed: int = 0) -> Path:
+def draw_slice_masks(cfg: Config, mask_type: str | None = None, seed: int = 0,
+                     future_slices: int | None = None) -> np.ndarray:
+    """(T', H'·W') masks, True = predicted, read from the target indices pretraining would draw."""
+    grid = encoder_grid(cfg)
+    batch = MaskGenerator(grid, mask_config(cfg, mask_type, future_slices))(1, seed)
+    masked = np.zeros(grid[0] * grid[1] * grid[2], dtype=bool)
+    masked[batch.target[0].numpy()] = True
+    return masked.reshape(grid[0], grid[1] * grid[2])
+
+
+def plot_masks(video: Path, out: Path, cfg: Config, mask_type: str | None = None, seed: int = 0,
+               future_slices: int | None = None) -> Path:
     """Draw the centred clip of ``video`` with one mask (``mask_type`` or the config's) shaded; return the path."""
     video, out = Path(video), Path(out)
-    mask_type = mask_type or cfg.mask.type
-    spatial = draw_mask(cfg, mask_type, seed)
+    mask = mask_config(cfg, mask_type, future_slices)
+    masks = draw_slice_masks(cfg, mask.type, seed, mask.future_slices)
     clip = centre_clip(video, cfg)
-    grid = encoder_grid(cfg)
-    shaded, _ = shade_masked(clip, spatial, grid[1:], cfg.model.patch_size)
-    return save(_figure(shaded, spatial, grid, cfg, mask_type, seed, video.name), out)
+    grid, t = encoder_grid(cfg), cfg.model.tubelet_size
+    shaded = np.concatenate([shade_masked(clip[s * t:(s + 1) * t], masks[s], grid[1:], cfg.model.patch_size)[0]
+                             for s in range(grid[0])])
+    return save(_figure(shaded, masks, grid, cfg, mask, seed, video.name), out)
 
 
 @styled
-def _figure(shaded: np.ndarray, spatial: np.ndarray, grid: tuple[int, int, int], cfg: Config, mask_type: str,
+def _figure(shaded: np.ndarray, masks: np.ndarray, grid: tuple[int, int, int], cfg: Config, mask: MaskConfig,
             seed: int, video_name: str):
     slices, t = grid[0], cfg.model.tubelet_size
     tile = 1.9
@@ -98,11 +122,15 @@ def _figure(shaded: np.ndarray, spatial: np.ndarray, grid: tuple[int, int, int],
     for s in range(slices):
         for j in range(t):
             index = s * t + j
-            _tile(axes[s, j], shaded[index], spatial.reshape(grid[1:]), cfg.model.patch_size)
+            _tile(axes[s, j], shaded[index], masks[s].reshape(grid[1:]), cfg.model.patch_size)
             axes[s, j].set_title(f"clip frame {index + 1}", fontsize=9, pad=3)
         axes[s, 0].set_ylabel(f"time slice {s + 1}", fontsize=10)
-    masked, total = int(spatial.sum()), spatial.size
-    fig.suptitle(f"{mask_type} mask: {masked}/{total} tubelets per slice masked ({masked / total:.0%})\n"
+    past = masks[:grid[0] - mask.future_slices]
+    what = (f"{int(past[0].sum())}/{past.shape[1]} tubelets per slice masked" if mask.type != "future"
+            else "past slices all context")
+    what += (f"\nlast {mask.future_slices} slice(s) predicted whole · {masks.mean():.0%} of tubelets masked"
+             if mask.future_slices else f" ({masks.mean():.0%})")
+    fig.suptitle(f"{mask.type} mask: {what}\n"
                  f"{video_name} · {cfg.model.img_size} px · tubelets {t}×{cfg.model.patch_size}×"
                  f"{cfg.model.patch_size} · seed {seed}", fontsize=11)
     legend = [Patch(facecolor=SHADE_RGB / 255, alpha=SHADE_ALPHA, label="masked (predicted)"),
