@@ -93,12 +93,14 @@ def _gap_summary(gaps: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | N
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows grouped by (pool, protocol, name) in first-seen order: accuracy mean ± std over repeats, each gap's
-    per-repeat value and CI, how many CIs lie wholly above or below 0, mean ECE and clip-steps."""
+    per-repeat value and CI (in seed order, whatever order the rows came in, e.g. from parallel processes),
+    how many CIs lie wholly above or below 0, mean ECE and clip-steps."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["pool"], row["protocol"], row["name"]), []).append(row)
     summary = []
-    for (pool, protocol, name), group in groups.items():
+    for (pool, protocol, name), unordered in groups.items():
+        group = sorted(unordered, key=lambda r: r["seed"])
         acc, acc_std = _mean_std([r["accuracy"] for r in group])
         eces = [r["ece"] for r in group if r.get("ece") is not None]
         summary.append({"pool": pool, "protocol": protocol, "name": name, "repeats": len(group),
@@ -127,7 +129,7 @@ def _gap_cell(gap: Mapping[str, Any] | None) -> str:
 
 def markdown_table(summary: Sequence[Mapping[str, Any]]) -> str:
     """The study's table: one line per (pool, protocol, model or aggregation)."""
-    head = ["Pool", "Protocol", "Model", "Accuracy % (mean ± std)", "− General, pp: mean (per repeat [95 % CI])",
+    head = ["Pool", "Protocol", "Model", "Accuracy % (mean ± std)", "− General, pp: mean (per seed [95 % CI])",
             "− best single, pp", "ECE", "Clip-steps General / ensemble"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join([":---"] * 3 + ["---:"] * 5) + " |"]
     for s in summary:
@@ -146,7 +148,7 @@ def study_figure(summary: Sequence[Mapping[str, Any]], path: str | Path, names: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullFormatter
 
     pools = list(dict.fromkeys(s["pool"] for s in summary))
     fig, axes = plt.subplots(1, len(pools), figsize=(5.5 * len(pools), 4.2), squeeze=False, sharey=True)
@@ -170,7 +172,8 @@ def study_figure(summary: Sequence[Mapping[str, Any]], path: str | Path, names: 
                             marker="^", markersize=7, capsize=3, linestyle="none", alpha=0.7)
         ax.errorbar([], [], color="black", marker="^", linestyle="none", label="General (of each protocol)")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ticks = sorted({s[key] for s in summary if s["pool"] == pool for key in ("clip_steps", "general_clip_steps")})
+        ax.set_xticks(ticks, [_clips(t) for t in ticks])  # the budgets measured, not log decades between them
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"pool: {pool}")
         ax.set_xlabel("total pretraining clip-steps (log)")
@@ -183,6 +186,10 @@ def study_figure(summary: Sequence[Mapping[str, Any]], path: str | Path, names: 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _clips(value: float) -> str:
+    return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
 
 
 def _err(entry: Mapping[str, Any]) -> float:
