@@ -14,7 +14,7 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from picojepa.cli import app
-from picojepa.config import preset
+from picojepa.config import load_config, preset
 from picojepa.ensemble.report import ReportInputs, write_report
 from picojepa.errors import ConfigError, DataError, PicoJepaError
 from picojepa.masks import MaskGenerator
@@ -112,6 +112,12 @@ def test_slice_masks_match_the_target_tokens_including_future_slices(mask_type, 
         assert not masks[:past].any(), "the past is all context"
     else:  # the same spatial positions in every past slice (a tube through time)
         assert (masks[:past] == masks[0]).all() and 0 < masks[0].sum() < masks.shape[1]
+
+
+def test_draw_mask_of_a_future_config_is_an_empty_spatial_mask():
+    cfg = load_config("tiny", overrides=["mask.type=future", "mask.future_slices=1"])
+    spatial = draw_mask(cfg)
+    assert spatial.shape == (encoder_grid(cfg)[1] * encoder_grid(cfg)[2],) and not spatial.any()
 
 
 def test_plot_masks_shades_the_future_slices_whole(tmp_path, video_folder):

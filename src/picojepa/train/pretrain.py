@@ -398,9 +398,10 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     if main:
         kept_best = False
         if finished:
-            ckpt.save_encoder(trainer.model.evaluation_encoder, out)
-            if keep_best and best is not None:
+            if keep_best and best is not None:  # the best reading becomes the encoder, the final one encoder-last
                 kept_best = keep_best_as_encoder(out, best, trainer.model.evaluation_encoder, step)
+            if not kept_best:
+                ckpt.save_encoder(trainer.model.evaluation_encoder, out)
         ckpt.save_checkpoint(trainer.state(step, signature, skipped, clips), out)
         write_json(out / "skipped.json", skipped)
         summary = monitor_summary(out / "metrics.jsonl") if monitor is not None else None

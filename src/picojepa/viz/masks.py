@@ -85,7 +85,7 @@ def mask_config(cfg: Config, mask_type: str | None = None, future_slices: int | 
 
 def draw_mask(cfg: Config, mask_type: str | None = None, seed: int = 0) -> np.ndarray:
     """One (H'·W',) spatial mask as pretraining would draw it, for ``mask_type`` (default: the config's)."""
-    generator = MaskGenerator(encoder_grid(cfg), mask_config(cfg, mask_type, 0 if mask_type != "future" else None))
+    generator = MaskGenerator(encoder_grid(cfg), mask_config(cfg, mask_type))
     return generator(1, seed).spatial[0].numpy()
 
 
