@@ -112,6 +112,19 @@ RECIPES: dict[str, list[str]] = {
                                           "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
                                           "train.lr=1.5e-4", "train.ema_start=0.999", "train.ema_end=0.999",
                                           "train.ema_max_init_fraction=1.0"],
+    # ... or with a lower hinge target (local share floor 0.25 instead of 0.49), or a 4x covariance term: the
+    # local share keeps rising past the peak, and the covariance term was measured to restrain it
+    "vicreg-free-0.5-lr1.5e-4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                 "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.5",
+                                 "train.lr=1.5e-4"],
+    "vicreg-free-0.7-lr1.5e-4-cov4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                      "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                      "train.lr=1.5e-4", "train.vicreg_cov_weight=4.0"],
+    # ... or with a predictor as wide as the encoder (192 instead of 96), so that it, not the encoder, does the
+    # prediction-specific work (I-JEPA: a stronger predictor gives better encoder features)
+    "vicreg-free-0.7-lr1.5e-4-pred192": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                         "train.lr=1.5e-4", "model.pred_embed_dim=192"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
