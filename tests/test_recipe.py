@@ -13,6 +13,7 @@ import torch
 from picojepa.config import load_config, preset
 from picojepa.data.prepare import prepare_videos
 from picojepa.data.sources import load_videos
+from picojepa.errors import ConfigError
 from picojepa.masks import MaskSampler
 from picojepa.models import JEPA
 from picojepa.models.jepa import normalise_targets
@@ -56,6 +57,26 @@ def test_schedule_stretch_keeps_lr_above_its_floor_and_momentum_below_its_end():
     assert stretched.momentum(999) < cfg.train.ema_end
     cfg.train.schedule_stretch = 1.0
     assert math.isclose(Schedules(cfg, 1000).lr(999), cfg.train.min_lr, rel_tol=0.05, abs_tol=1e-6)
+
+
+def test_regulariser_weight_is_constant_by_default_and_follows_its_schedule_when_set():
+    from picojepa.train.pretrain import TrainBatch
+
+    cfg = preset("tiny")
+    assert {Schedules(cfg, 100).reg_weight(s) for s in (0, 50, 99)} == {cfg.train.reg_weight}
+    cfg.train.reg_weight, cfg.train.reg_weight_final = 2.0, 0.0
+    weights = [Schedules(cfg, 100).reg_weight(s) for s in range(100)]
+    assert weights[0] == pytest.approx(2.0) and weights[-1] < 0.25  # the schedule stretch stops short of 0
+    assert all(a >= b for a, b in zip(weights, weights[1:], strict=False))
+    # a step trains on that step's weight: loss = prediction + w(step) · regulariser
+    trainer = Trainer(cfg, torch.device("cpu"), total_steps=100)
+    frames = torch.randint(0, 255, (4, cfg.model.num_frames, 72, 72, 3), dtype=torch.uint8)
+    out = trainer.step(TrainBatch(frames, trainer.masks(4, [0, 80]), 80, []))
+    assert float(out.regularizer) > 0
+    assert float(out.loss) == pytest.approx(float(out.prediction_loss) + weights[80] * float(out.regularizer),
+                                            rel=1e-5)
+    with pytest.raises(ConfigError, match="reg_weight_final"):
+        load_config("tiny", overrides=["train.regularizer=none", "train.reg_weight_final=0"])
 
 
 def test_sigreg_is_small_for_gaussian_samples_and_large_for_collapsed_ones():

@@ -125,6 +125,10 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-pred192": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                          "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
                                          "train.lr=1.5e-4", "model.pred_embed_dim=192"],
+    # ... or with the term's weight on a cosine from 1 to 0 (the push that lifts the encoder early, gone late)
+    "vicreg-free-0.7-lr1.5e-4-regdecay": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                          "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
+                                          "train.lr=1.5e-4", "train.reg_weight_final=0.0"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

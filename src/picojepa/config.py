@@ -97,6 +97,9 @@ class TrainConfig:
     # the plain V-JEPA objective falls below its random init here; VICReg on the local residual does not.
     regularizer: str = "vicreg"
     reg_weight: float = 1.0
+    # ≥ 0: the regulariser's weight follows a cosine from reg_weight to this value over the run (laid out like
+    # the LR); negative: constant. Tests whether the term's push, useful to leave collapse early, hurts late.
+    reg_weight_final: float = -1.0
     # What the regulariser sees: local (tokens minus their clip's mean and their position's batch mean),
     # content (minus the position's mean only) or tokens (raw).
     reg_on: str = "local"
@@ -302,6 +305,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.target_norm must be layer or clip, got {cfg.train.target_norm!r}")
     if cfg.train.reg_on not in ("local", "content", "tokens"):
         raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
+    if cfg.train.reg_weight_final >= 0 and cfg.train.regularizer == "none":
+        raise ConfigError("train.reg_weight_final schedules the regulariser's weight: set train.regularizer too")
     if cfg.train.vicreg_std <= 0:
         raise ConfigError(f"train.vicreg_std must be positive, got {cfg.train.vicreg_std}")
     if cfg.train.vicreg_cov_weight < 0:

@@ -83,6 +83,12 @@ class Schedules:
         t = self.cfg.train
         return cosine_increase(step, self.span, t.weight_decay, t.final_weight_decay)
 
+    def reg_weight(self, step: int) -> float:
+        t = self.cfg.train
+        if t.reg_weight_final < 0:
+            return t.reg_weight
+        return cosine_increase(step, self.span, t.reg_weight, t.reg_weight_final)
+
     def momentum(self, step: int) -> float:
         return self.momenta[min(step, len(self.momenta) - 1)] if self.momenta else self.cfg.train.ema_start
 
@@ -168,6 +174,7 @@ class Trainer:
             group["lr"] = self.schedules.lr(step)
             if group["apply_wd"]:
                 group["weight_decay"] = self.schedules.weight_decay(step)
+        self.model.reg_weight = self.schedules.reg_weight(step)
         frames = batch.frames.to(self.device, non_blocking=True)
         self.local_clips += frames.shape[0]
         keep = [m.keep.to(self.device, non_blocking=True) for m in batch.masks]
@@ -521,6 +528,7 @@ def _loop(trainer: Trainer, loader: Iterator[TrainBatch], out: Path, start_step:
                         "step": step, "epoch": (step - 1) // steps_per_epoch, "loss": loss_value,
                         "prediction_loss": prediction, "regularizer": regularizer,
                         "lr": trainer.schedules.lr(step - 1), "weight_decay": trainer.schedules.weight_decay(step - 1),
+                        "reg_weight": trainer.schedules.reg_weight(step - 1),
                         "momentum": trainer.schedules.momentum(step - 1), "clips_per_s": rate,
                         "tflops": rate * flops / 1e12, "target_std": feature_std(targets),
                         "target_rank": effective_rank(targets), "time": time.time(),
