@@ -123,6 +123,11 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-cov16": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                        "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
                                        "train.lr=1.5e-4", "train.vicreg_cov_weight=16.0"],
+    # ... and the LR held at its peak after warm-up (no cosine decay): is the turn in the decay phase?
+    "vicreg-free-0.7-lr1.5e-4-cov16-constlr": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
+                                               "train.reg_on=local", "train.reg_scale_free=true",
+                                               "train.vicreg_std=0.7", "train.lr=1.5e-4", "train.min_lr=1.5e-4",
+                                               "train.vicreg_cov_weight=16.0"],
     # ... or with a predictor as wide as the encoder (192 instead of 96), so that it, not the encoder, does the
     # prediction-specific work (I-JEPA: a stronger predictor gives better encoder features)
     "vicreg-free-0.7-lr1.5e-4-pred192": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
