@@ -54,6 +54,10 @@ from picojepa.train.pretrain import Trainer, initial_encoder
 # — pinned, so that a recipe's name keeps meaning what it measured when the library's defaults move.
 BASE = ["model.img_size=64", "data.frame_stride=2", "train.batch_size=32", "train.lr=3e-4",
         "train.reg_scale_free=false", "train.vicreg_std=1.0", "mask.ratio=0.75", "train.pixel_weight=0.0"]
+# The library default since 2026-12-04 (scale-free hinge at std 0.7, LR 1.5e-4), in full: the recipes after it
+# each change one thing of it.
+DEFAULT_2026_12_04 = ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
+                      "train.reg_scale_free=true", "train.vicreg_std=0.7", "train.lr=1.5e-4"]
 # Every recipe states its objective in full (regulariser and targets), so a change of library default can
 # never silently change what a recipe measures.
 RECIPES: dict[str, list[str]] = {
@@ -68,15 +72,11 @@ RECIPES: dict[str, list[str]] = {
                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7"],
     "vicreg-free-0.5": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.5"],
-    "vicreg-free-0.7-lr1.5e-4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                 "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                 "train.lr=1.5e-4"],
+    "vicreg-free-0.7-lr1.5e-4": list(DEFAULT_2026_12_04),
     "vicreg-free-0.7-mask0.5": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                 "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
                                 "mask.ratio=0.5"],
-    "vicreg-free-0.7-lr1.5e-4-mask0.5": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                         "train.lr=1.5e-4", "mask.ratio=0.5"],
+    "vicreg-free-0.7-lr1.5e-4-mask0.5": [*DEFAULT_2026_12_04, "mask.ratio=0.5"],
     "vicreg-free-0.7-pixels0.3": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                   "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
                                   "train.pixel_weight=0.3"],
@@ -97,46 +97,28 @@ RECIPES: dict[str, list[str]] = {
                           "train.reg_on=local", "train.lr=1e-4"],
     "plain-frozen-lr1e-4": ["train.targets=frozen", "train.regularizer=none", "train.lr=1e-4"],
     # the 2026-12-04 default (above) with VICReg's own hinge:covariance ratio (25:1), or with the term on an expander
-    "vicreg-free-0.7-lr1.5e-4-cov0.04": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                         "train.lr=1.5e-4", "train.vicreg_cov_weight=0.04"],
-    "vicreg-free-0.7-lr1.5e-4-proj768": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                         "train.lr=1.5e-4", "train.reg_projector=768"],
+    "vicreg-free-0.7-lr1.5e-4-cov0.04": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=0.04"],
+    "vicreg-free-0.7-lr1.5e-4-proj768": [*DEFAULT_2026_12_04, "train.reg_projector=768"],
     # ... or predicting the last two time slices in full from the first two (no spatial mask)
-    "vicreg-free-0.7-lr1.5e-4-future2": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                         "train.lr=1.5e-4", "mask.type=future", "mask.future_slices=2"],
+    "vicreg-free-0.7-lr1.5e-4-future2": [*DEFAULT_2026_12_04, "mask.type=future", "mask.future_slices=2"],
     # ... or with a fixed, slow EMA teacher (0.999 at every step, no cap on the share of the initialisation left)
-    "vicreg-free-0.7-lr1.5e-4-ema0.999": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                          "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                          "train.lr=1.5e-4", "train.ema_start=0.999", "train.ema_end=0.999",
+    "vicreg-free-0.7-lr1.5e-4-ema0.999": [*DEFAULT_2026_12_04, "train.ema_start=0.999", "train.ema_end=0.999",
                                           "train.ema_max_init_fraction=1.0"],
     # ... or with a lower hinge target (local share floor 0.25 instead of 0.49), or a 4x covariance term: the
     # local share keeps rising past the peak, and the covariance term was measured to restrain it
     "vicreg-free-0.5-lr1.5e-4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                  "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.5",
                                  "train.lr=1.5e-4"],
-    "vicreg-free-0.7-lr1.5e-4-cov4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                      "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                      "train.lr=1.5e-4", "train.vicreg_cov_weight=4.0"],
-    "vicreg-free-0.7-lr1.5e-4-cov16": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                       "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                       "train.lr=1.5e-4", "train.vicreg_cov_weight=16.0"],
+    "vicreg-free-0.7-lr1.5e-4-cov4": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0"],
+    "vicreg-free-0.7-lr1.5e-4-cov16": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=16.0"],
     # ... and the LR held at its peak after warm-up (no cosine decay): is the turn in the decay phase?
-    "vicreg-free-0.7-lr1.5e-4-cov16-constlr": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                               "train.reg_on=local", "train.reg_scale_free=true",
-                                               "train.vicreg_std=0.7", "train.lr=1.5e-4", "train.min_lr=1.5e-4",
+    "vicreg-free-0.7-lr1.5e-4-cov16-constlr": [*DEFAULT_2026_12_04, "train.min_lr=1.5e-4",
                                                "train.vicreg_cov_weight=16.0"],
     # ... or with a predictor as wide as the encoder (192 instead of 96), so that it, not the encoder, does the
     # prediction-specific work (I-JEPA: a stronger predictor gives better encoder features)
-    "vicreg-free-0.7-lr1.5e-4-pred192": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                         "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                         "train.lr=1.5e-4", "model.pred_embed_dim=192"],
+    "vicreg-free-0.7-lr1.5e-4-pred192": [*DEFAULT_2026_12_04, "model.pred_embed_dim=192"],
     # ... or with the term's weight on a cosine from 1 to 0 (the push that lifts the encoder early, gone late)
-    "vicreg-free-0.7-lr1.5e-4-regdecay": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
-                                          "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.7",
-                                          "train.lr=1.5e-4", "train.reg_weight_final=0.0"],
+    "vicreg-free-0.7-lr1.5e-4-regdecay": [*DEFAULT_2026_12_04, "train.reg_weight_final=0.0"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
