@@ -119,6 +119,14 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-pred192": [*DEFAULT_2026_12_04, "model.pred_embed_dim=192"],
     # ... or with the term's weight on a cosine from 1 to 0 (the push that lifts the encoder early, gone late)
     "vicreg-free-0.7-lr1.5e-4-regdecay": [*DEFAULT_2026_12_04, "train.reg_weight_final=0.0"],
+    # ... with the 4x covariance term and the weight decay held at 0.04 (no ramp to 0.4): the tokens are
+    # layer-normed, so a growing decay shrinks the weights and raises the effective step late in the run
+    "vicreg-free-0.7-lr1.5e-4-cov4-wd0.04": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
+                                             "train.final_weight_decay=0.04"],
+    # ... with the 4x covariance term and the predictor also reading out the masked tubelets' pixels (weight 0.3):
+    # an anchor to the input, against features that drop what the random encoder keeps
+    "vicreg-free-0.7-lr1.5e-4-cov4-pixels0.3": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
+                                                "train.pixel_weight=0.3"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
