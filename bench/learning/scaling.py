@@ -53,7 +53,8 @@ from picojepa.train.pretrain import Trainer, initial_encoder
 # from — the library default until 2026-12-04 (LR 3e-4 as the demo had it, VICReg's hinge on raw tokens at std 1)
 # — pinned, so that a recipe's name keeps meaning what it measured when the library's defaults move.
 BASE = ["model.img_size=64", "data.frame_stride=2", "train.batch_size=32", "train.lr=3e-4",
-        "train.reg_scale_free=false", "train.vicreg_std=1.0", "mask.ratio=0.75", "train.pixel_weight=0.0"]
+        "train.reg_scale_free=false", "train.vicreg_std=1.0", "train.vicreg_cov_weight=1.0", "mask.ratio=0.75",
+        "train.pixel_weight=0.0"]
 # The library default since 2026-12-04 (scale-free hinge at std 0.7, LR 1.5e-4), in full: the recipes after it
 # each change one thing of it.
 DEFAULT_2026_12_04 = ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
