@@ -128,6 +128,12 @@ RECIPES: dict[str, list[str]] = {
     # an anchor to the input, against features that drop what the random encoder keeps
     "vicreg-free-0.7-lr1.5e-4-cov4-pixels0.3": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
                                                 "train.pixel_weight=0.3"],
+    # the default since 2026-12-06 (covariance x4) with the two leads added on 2026-12-06 and not screened before:
+    # a predictor as wide as the encoder, and the regulariser's weight on a cosine to 0
+    "vicreg-free-0.7-lr1.5e-4-cov4-pred192": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
+                                              "model.pred_embed_dim=192"],
+    "vicreg-free-0.7-lr1.5e-4-cov4-regdecay": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
+                                               "train.reg_weight_final=0.0"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
