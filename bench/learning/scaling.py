@@ -112,6 +112,7 @@ RECIPES: dict[str, list[str]] = {
                                  "train.lr=1.5e-4"],
     "vicreg-free-0.7-lr1.5e-4-cov4": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0"],
     "vicreg-free-0.7-lr1.5e-4-cov16": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=16.0"],
+    "vicreg-free-0.7-lr1.5e-4-cov64": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=64.0"],
     # ... and the LR held at its peak after warm-up (no cosine decay): is the turn in the decay phase?
     "vicreg-free-0.7-lr1.5e-4-cov16-constlr": [*DEFAULT_2026_12_04, "train.min_lr=1.5e-4",
                                                "train.vicreg_cov_weight=16.0"],
