@@ -59,6 +59,8 @@ BASE = ["model.img_size=64", "data.frame_stride=2", "train.batch_size=32", "trai
 # each change one thing of it.
 DEFAULT_2026_12_04 = ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0", "train.reg_on=local",
                       "train.reg_scale_free=true", "train.vicreg_std=0.7", "train.lr=1.5e-4"]
+# The library default since 2026-12-06: the same with the covariance term weighted 4 (BASE pins 1 for the rest).
+DEFAULT_2026_12_06 = [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0"]
 # Every recipe states its objective in full (regulariser and targets), so a change of library default can
 # never silently change what a recipe measures.
 RECIPES: dict[str, list[str]] = {
@@ -110,7 +112,7 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.5-lr1.5e-4": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_weight=1.0",
                                  "train.reg_on=local", "train.reg_scale_free=true", "train.vicreg_std=0.5",
                                  "train.lr=1.5e-4"],
-    "vicreg-free-0.7-lr1.5e-4-cov4": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0"],
+    "vicreg-free-0.7-lr1.5e-4-cov4": list(DEFAULT_2026_12_06),
     "vicreg-free-0.7-lr1.5e-4-cov16": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=16.0"],
     "vicreg-free-0.7-lr1.5e-4-cov64": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=64.0"],
     # ... and the LR held at its peak after warm-up (no cosine decay): is the turn in the decay phase?
@@ -121,20 +123,16 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-pred192": [*DEFAULT_2026_12_04, "model.pred_embed_dim=192"],
     # ... or with the term's weight on a cosine from 1 to 0 (the push that lifts the encoder early, gone late)
     "vicreg-free-0.7-lr1.5e-4-regdecay": [*DEFAULT_2026_12_04, "train.reg_weight_final=0.0"],
-    # ... with the 4x covariance term and the weight decay held at 0.04 (no ramp to 0.4): the tokens are
+    # the 2026-12-06 default with the weight decay held at 0.04 (no ramp to 0.4): the tokens are
     # layer-normed, so a growing decay shrinks the weights and raises the effective step late in the run
-    "vicreg-free-0.7-lr1.5e-4-cov4-wd0.04": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
-                                             "train.final_weight_decay=0.04"],
-    # ... with the 4x covariance term and the predictor also reading out the masked tubelets' pixels (weight 0.3):
+    "vicreg-free-0.7-lr1.5e-4-cov4-wd0.04": [*DEFAULT_2026_12_06, "train.final_weight_decay=0.04"],
+    # ... or with the predictor also reading out the masked tubelets' pixels (weight 0.3):
     # an anchor to the input, against features that drop what the random encoder keeps
-    "vicreg-free-0.7-lr1.5e-4-cov4-pixels0.3": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
-                                                "train.pixel_weight=0.3"],
+    "vicreg-free-0.7-lr1.5e-4-cov4-pixels0.3": [*DEFAULT_2026_12_06, "train.pixel_weight=0.3"],
     # the default since 2026-12-06 (covariance x4) with the two leads added on 2026-12-06 and not screened before:
     # a predictor as wide as the encoder, and the regulariser's weight on a cosine to 0
-    "vicreg-free-0.7-lr1.5e-4-cov4-pred192": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
-                                              "model.pred_embed_dim=192"],
-    "vicreg-free-0.7-lr1.5e-4-cov4-regdecay": [*DEFAULT_2026_12_04, "train.vicreg_cov_weight=4.0",
-                                               "train.reg_weight_final=0.0"],
+    "vicreg-free-0.7-lr1.5e-4-cov4-pred192": [*DEFAULT_2026_12_06, "model.pred_embed_dim=192"],
+    "vicreg-free-0.7-lr1.5e-4-cov4-regdecay": [*DEFAULT_2026_12_06, "train.reg_weight_final=0.0"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
