@@ -255,3 +255,37 @@ def test_bench_recipes_state_every_setting_whose_default_has_moved():
     with pytest.raises(SystemExit, match=r"train\.lr"):
         check_recipes({"vicreg": ["train.targets=ema", "train.regularizer=vicreg", "train.reg_scale_free=true",
                                   "train.vicreg_std=0.7"]})
+
+
+@pytest.mark.parametrize("kind", ["content", "local"])
+def test_position_free_targets_drop_each_position_s_batch_mean(kind):
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(4, 16, 8, generator=gen)
+    position = torch.randn(1, 16, 8, generator=gen) * 5  # what only says where a token is
+    t = normalise_targets(feats + position, kind)
+    assert torch.allclose(t.mean(0), torch.zeros(16, 8), atol=1e-5)  # nothing the position alone predicts
+    assert torch.allclose(t.pow(2).mean(), torch.tensor(1.0), atol=1e-4)  # growing the position share cannot shrink it
+    clip_means = t.mean(1).abs().max()
+    assert (clip_means < 1e-5) if kind == "local" else (clip_means > 0.1)
+    with pytest.raises(ValueError, match="2 clips"):
+        normalise_targets(feats[:1], kind)
+    with pytest.raises(ConfigError, match="batch"):
+        load_config("tiny", overrides=[f"train.target_norm={kind}", "train.batch_size=1"])
+
+
+def test_target_layers_average_the_teacher_s_last_blocks():
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    video = torch.randn(2, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    one, two = JEPA(cfg.model, target_layers=1), JEPA(cfg.model, target_layers=2)
+    two.load_state_dict(one.state_dict())
+    assert torch.equal(one.target_tokens(video), one.target_encoder(video))  # 1: V-JEPA's targets, unchanged
+    teacher, outputs = one.target_encoder, []
+    x = teacher.tokenize(video)
+    for block in teacher.blocks:
+        x = block(x)
+        outputs.append(torch.nn.functional.layer_norm(x, x.shape[-1:]))
+    assert torch.allclose(two.target_tokens(video), (outputs[-1] + outputs[-2]) / 2, atol=1e-6)
+    for bad in (0, cfg.model.depth + 1):
+        with pytest.raises(ConfigError, match="target_layers"):
+            load_config("tiny", overrides=[f"train.target_layers={bad}"])

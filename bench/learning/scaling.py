@@ -133,6 +133,15 @@ RECIPES: dict[str, list[str]] = {
     # a predictor as wide as the encoder, and the regulariser's weight on a cosine to 0
     "vicreg-free-0.7-lr1.5e-4-cov4-pred192": [*DEFAULT_2026_12_06, "model.pred_embed_dim=192"],
     "vicreg-free-0.7-lr1.5e-4-cov4-regdecay": [*DEFAULT_2026_12_06, "train.reg_weight_final=0.0"],
+    # the 2026-12-06 default with targets minus their position's mean over the batch (content) or also minus the
+    # clip's mean token (local): past the peak the tokens' position share rises towards 0.5 while their clip
+    # share falls, and a position is free to predict
+    "vicreg-free-0.7-lr1.5e-4-cov4-tcontent": [*DEFAULT_2026_12_06, "train.target_norm=content"],
+    "vicreg-free-0.7-lr1.5e-4-cov4-tlocal": [*DEFAULT_2026_12_06, "train.target_norm=local"],
+    # ... or with targets the mean of the teacher's last 4 of 8 blocks (data2vec averages its teacher's top half)
+    "vicreg-free-0.7-lr1.5e-4-cov4-tlayers4": [*DEFAULT_2026_12_06, "train.target_layers=4"],
+    # ... or with V-JEPA's second mask per clip (a few large blocks, 85 % masked), its own context and loss
+    "vicreg-free-0.7-lr1.5e-4-cov4-longmask": [*DEFAULT_2026_12_06, "mask.long_range=true"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

@@ -115,10 +115,14 @@ class TrainConfig:
     # weight decay, can then neither meet the variance hinge by growing nor inflate the covariance term, and the
     # hinge's target reads as a share: std γ asks for a local share of at least about γ².
     reg_scale_free: bool = True
-    # Prediction targets: layer (V-JEPA: layer-normed target tokens) or clip (also minus the clip's mean
-    # token, unit RMS per clip). Measured (docs/recipes.md): clip is no better with VICReg local, and
-    # collapses without a regulariser.
+    # Prediction targets: layer (V-JEPA: layer-normed target tokens), clip (also minus the clip's mean
+    # token, unit RMS per clip), content (minus each position's mean over the batch, unit RMS over the batch:
+    # a position is free to predict) or local (minus both). Measured (docs/recipes.md): clip is no better with
+    # VICReg local, and collapses without a regulariser; content and local do not stop the turn (docs/scaling.md).
     target_norm: str = "layer"
+    # The targets are the mean of the target encoder's last this many blocks (each layer-normed), as data2vec
+    # averages its teacher's top blocks; 1: the last block (V-JEPA).
+    target_layers: int = 1
     loss: str = "l1"  # l1 | smooth_l1 | l2
     # What the predictor regresses at the masked tubelets. ema: an EMA copy of the context encoder (V-JEPA);
     # frozen: a teacher that never changes, the run's own initialisation or the encoder of ``teacher_run``
@@ -303,8 +307,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.pixel_weight must be ≥ 0, got {cfg.train.pixel_weight}")
     if cfg.train.teacher_run and cfg.train.targets != "frozen":
         raise ConfigError("train.teacher_run is the frozen teacher's run folder: set train.targets=frozen with it")
-    if cfg.train.target_norm not in ("layer", "clip"):
-        raise ConfigError(f"train.target_norm must be layer or clip, got {cfg.train.target_norm!r}")
+    if cfg.train.target_norm not in ("layer", "clip", "content", "local"):
+        raise ConfigError(f"train.target_norm must be layer, clip, content or local, got {cfg.train.target_norm!r}")
     if cfg.train.reg_on not in ("local", "content", "tokens"):
         raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
     if cfg.train.reg_weight_final >= 0 and cfg.train.regularizer == "none":
@@ -313,6 +317,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.vicreg_std must be positive, got {cfg.train.vicreg_std}")
     if cfg.train.vicreg_cov_weight < 0:
         raise ConfigError(f"train.vicreg_cov_weight must be ≥ 0, got {cfg.train.vicreg_cov_weight}")
+    if cfg.train.target_norm in ("content", "local") and cfg.train.batch_size < 2:
+        raise ConfigError(f"train.target_norm={cfg.train.target_norm} subtracts each position's mean over the "
+                          "batch: it needs train.batch_size ≥ 2")
+    if not 1 <= cfg.train.target_layers <= m.depth:
+        raise ConfigError(f"train.target_layers must be in [1, {m.depth}] (the encoder's depth), "
+                          f"got {cfg.train.target_layers}")
     if cfg.train.reg_projector < 0:
         raise ConfigError(f"train.reg_projector must be ≥ 0 (0: no projector), got {cfg.train.reg_projector}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:

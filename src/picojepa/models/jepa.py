@@ -40,7 +40,8 @@ class JEPA(nn.Module):
     def __init__(self, cfg: ModelConfig, loss: str = "l1", regularizer: str = "none", reg_weight: float = 0.0,
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
                  vicreg_std: float = 0.7, targets: str = "ema", reg_scale_free: bool = True,
-                 pixel_weight: float = 0.0, vicreg_cov_weight: float = 1.0, reg_projector: int = 0) -> None:
+                 pixel_weight: float = 0.0, vicreg_cov_weight: float = 1.0, reg_projector: int = 0,
+                 target_layers: int = 1) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
@@ -48,7 +49,7 @@ class JEPA(nn.Module):
         self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
         self.reg_on, self.vicreg_std, self.reg_scale_free = reg_on, vicreg_std, reg_scale_free
-        self.vicreg_cov_weight = vicreg_cov_weight
+        self.vicreg_cov_weight, self.target_layers = vicreg_cov_weight, target_layers
         self.encoder = VideoViT(cfg)
         frames = {"pixels": cfg.tubelet_size, "motion": cfg.tubelet_size - 1}.get(targets, 0)
         if targets == "motion" and not frames:
@@ -95,7 +96,7 @@ class JEPA(nn.Module):
             elif self.targets == "motion":
                 feats = motion_targets(self.encoder.patchify(video), self.cfg.in_chans, self.cfg.tubelet_size)
             else:
-                feats = normalise_targets(self.target_encoder(video), self.target_norm)
+                feats = normalise_targets(self.target_tokens(video), self.target_norm)
         losses, contexts, first_targets = [], [], None
         for k, t in zip(keeps, targets_idx, strict=True):
             targets = gather_tokens(feats, t)
@@ -131,6 +132,17 @@ class JEPA(nn.Module):
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 
+    def target_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """The target encoder's tokens (B, N, D): its output, or the mean of its last ``target_layers`` blocks,
+        each layer-normed (data2vec's averaged teacher layers)."""
+        if self.target_layers == 1:
+            return self.target_encoder(video)
+        x, outputs = self.target_encoder.tokenize(video), []
+        for block in self.target_encoder.blocks:
+            x = block(x)
+            outputs.append(x)
+        return torch.stack([F.layer_norm(o, o.shape[-1:]) for o in outputs[-self.target_layers:]]).mean(0)
+
     @torch.no_grad()
     def update_target(self, momentum: float, foreach: bool = True) -> None:
         """target ← momentum · target + (1 − momentum) · online, in one foreach call by default. Only an EMA
@@ -156,6 +168,16 @@ def normalise_targets(feats: torch.Tensor, kind: str = "layer") -> torch.Tensor:
     if kind == "clip":
         residual = feats - feats.mean(dim=1, keepdim=True)
         return residual / residual.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-6).sqrt()
+    if kind in ("content", "local"):
+        # Minus the position's mean over the batch (content) and also the clip's mean token (local), scaled to
+        # unit RMS over the batch: what only says *where* a token is costs nothing to predict, so growing it
+        # cannot lower the loss.
+        if feats.shape[0] < 2:
+            raise ValueError(f"target normalisation {kind!r} needs at least 2 clips per batch")
+        residual = feats - feats.mean(dim=0, keepdim=True)
+        if kind == "local":
+            residual = residual - residual.mean(dim=1, keepdim=True)
+        return residual / residual.pow(2).mean().add(1e-6).sqrt()
     raise ValueError(f"unknown target normalisation {kind!r}")
 
 

@@ -135,7 +135,8 @@ class Trainer:
         t = cfg.train
         self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on,
                           t.target_norm, t.vicreg_std, t.targets, t.reg_scale_free, t.pixel_weight,
-                          vicreg_cov_weight=t.vicreg_cov_weight, reg_projector=t.reg_projector).to(device)
+                          vicreg_cov_weight=t.vicreg_cov_weight, reg_projector=t.reg_projector,
+                          target_layers=t.target_layers).to(device)
         if t.teacher_run:
             load_teacher(self.model, t.teacher_run)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
@@ -350,7 +351,10 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     device = ctx.device
     n = len(prepared.store)
     batch_size = min(cfg.train.batch_size, n - n % ctx.world)  # data parallel: whole clips per rank
-    distributed.split_batch(batch_size, ctx)
+    per_rank = distributed.split_batch(batch_size, ctx)
+    if cfg.train.target_norm in ("content", "local") and per_rank < 2:
+        raise PicoJepaError(f"train.target_norm={cfg.train.target_norm} needs at least 2 clips per batch on each "
+                            f"process; this run has {per_rank} ({n} usable videos)")
     if batch_size < cfg.train.batch_size:
         warn(f"only {n} usable videos: batch size lowered from {cfg.train.batch_size} to {batch_size}")
     steps_per_epoch = n // batch_size
