@@ -289,3 +289,20 @@ def test_target_layers_average_the_teacher_s_last_blocks():
     for bad in (0, cfg.model.depth + 1):
         with pytest.raises(ConfigError, match="target_layers"):
             load_config("tiny", overrides=[f"train.target_layers={bad}"])
+
+
+def test_clip_floor_penalises_clips_that_look_alike_and_only_when_asked():
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    n = cfg.model.num_frames // cfg.model.tubelet_size * (cfg.model.img_size // cfg.model.patch_size) ** 2
+    keep, target = torch.arange(n // 2).expand(4, -1), torch.arange(n // 2, n).expand(4, -1)
+    same = torch.randn(1, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size).expand(4, -1, -1, -1, -1)
+    regs = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = JEPA(cfg.model, regularizer="vicreg", reg_weight=1.0, clip_reg_weight=weight, clip_reg_std=0.5)
+        regs[weight] = float(model(same.contiguous(), keep, target).regularizer)
+    # Four copies of one clip: their mean tokens do not differ at all, so the hinge is at its full 0.5.
+    assert regs[1.0] - regs[0.0] == pytest.approx(0.5 - 1e-2, abs=1e-3)
+    with pytest.raises(ConfigError, match="clip_reg_weight"):
+        load_config("tiny", overrides=["train.regularizer=none", "train.clip_reg_weight=1"])

@@ -142,6 +142,12 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-cov4-tlayers4": [*DEFAULT_2026_12_06, "train.target_layers=4"],
     # ... or with V-JEPA's second mask per clip (a few large blocks, 85 % masked), its own context and loss
     "vicreg-free-0.7-lr1.5e-4-cov4-longmask": [*DEFAULT_2026_12_06, "mask.long_range=true"],
+    # ... or with a variance floor under each clip's mean context token (std 0.4 / 0.6, i.e. a clip share of at
+    # least ~0.16 / ~0.36): past the peak the clips' share of the token variance falls towards 0.05
+    "vicreg-free-0.7-lr1.5e-4-cov4-clipreg0.4": [*DEFAULT_2026_12_06, "train.clip_reg_weight=1.0",
+                                                 "train.clip_reg_std=0.4"],
+    "vicreg-free-0.7-lr1.5e-4-cov4-clipreg0.6": [*DEFAULT_2026_12_06, "train.clip_reg_weight=1.0",
+                                                 "train.clip_reg_std=0.6"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

@@ -108,6 +108,11 @@ class TrainConfig:
     # The covariance term's weight beside the hinge's (VICReg's own ratio: 0.04). 4 since 2026-12-06: over 3 seeds
     # it reads like 1 at 20k clip-steps and higher at 40k and 80k, and lifts the linear read-out (docs/scaling.md).
     vicreg_cov_weight: float = 4.0
+    # > 0: also a variance hinge (this weight, target std clip_reg_std) on each clip's mean context token (minus
+    # the positions' batch means): past the peak the clips' share of the token variance falls from ~0.4 towards
+    # 0.05 while the local term holds its own share; this floor keeps what tells clips apart.
+    clip_reg_weight: float = 0.0
+    clip_reg_std: float = 0.5
     # > 0: the regulariser acts on an MLP projection of this width of the tokens (VICReg's expander), not on the
     # probed tokens themselves.
     reg_projector: int = 0
@@ -323,6 +328,10 @@ def validate(cfg: Config) -> None:
     if not 1 <= cfg.train.target_layers <= m.depth:
         raise ConfigError(f"train.target_layers must be in [1, {m.depth}] (the encoder's depth), "
                           f"got {cfg.train.target_layers}")
+    if cfg.train.clip_reg_weight < 0 or cfg.train.clip_reg_std <= 0:
+        raise ConfigError("train.clip_reg_weight must be ≥ 0 and train.clip_reg_std positive")
+    if cfg.train.clip_reg_weight > 0 and cfg.train.regularizer == "none":
+        raise ConfigError("train.clip_reg_weight adds to the regulariser: set train.regularizer too")
     if cfg.train.reg_projector < 0:
         raise ConfigError(f"train.reg_projector must be ≥ 0 (0: no projector), got {cfg.train.reg_projector}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:

@@ -13,7 +13,7 @@ from torch import nn
 from ..config import MaskConfig, ModelConfig
 from ..masks import context_tokens, mask_configs
 from .predictor import Predictor
-from .regularizers import content_residual, local_residual, regularizer_loss
+from .regularizers import content_residual, local_residual, regularizer_loss, vicreg
 from .vit import VideoViT, gather_tokens
 
 
@@ -41,7 +41,7 @@ class JEPA(nn.Module):
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
                  vicreg_std: float = 0.7, targets: str = "ema", reg_scale_free: bool = True,
                  pixel_weight: float = 0.0, vicreg_cov_weight: float = 1.0, reg_projector: int = 0,
-                 target_layers: int = 1) -> None:
+                 target_layers: int = 1, clip_reg_weight: float = 0.0, clip_reg_std: float = 0.5) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
@@ -50,6 +50,7 @@ class JEPA(nn.Module):
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
         self.reg_on, self.vicreg_std, self.reg_scale_free = reg_on, vicreg_std, reg_scale_free
         self.vicreg_cov_weight, self.target_layers = vicreg_cov_weight, target_layers
+        self.clip_reg_weight, self.clip_reg_std = clip_reg_weight, clip_reg_std
         self.encoder = VideoViT(cfg)
         frames = {"pixels": cfg.tubelet_size, "motion": cfg.tubelet_size - 1}.get(targets, 0)
         if targets == "motion" and not frames:
@@ -129,6 +130,11 @@ class JEPA(nn.Module):
                 embeddings = torch.cat([c.reshape(-1, c.shape[-1]) for c in contexts])
             reg = regularizer_loss(self.regularizer, embeddings, self.sigreg_directions, generator, self.vicreg_std,
                                    self.vicreg_cov_weight)
+            if self.clip_reg_weight > 0:  # a floor under what tells clips apart, besides the local term
+                n = self.encoder.num_tokens
+                clips = torch.cat([content_residual(c, k, n).view(c.shape).mean(dim=1)
+                                   for c, k in zip(contexts, keeps, strict=True)])
+                reg = reg + self.clip_reg_weight * vicreg(clips, self.clip_reg_std, cov_weight=0.0)
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 

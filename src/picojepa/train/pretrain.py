@@ -136,7 +136,8 @@ class Trainer:
         self.model = JEPA(cfg.model, t.loss, t.regularizer, t.reg_weight, t.sigreg_directions, t.reg_on,
                           t.target_norm, t.vicreg_std, t.targets, t.reg_scale_free, t.pixel_weight,
                           vicreg_cov_weight=t.vicreg_cov_weight, reg_projector=t.reg_projector,
-                          target_layers=t.target_layers).to(device)
+                          target_layers=t.target_layers, clip_reg_weight=t.clip_reg_weight,
+                          clip_reg_std=t.clip_reg_std).to(device)
         if t.teacher_run:
             load_teacher(self.model, t.teacher_run)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
