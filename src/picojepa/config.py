@@ -109,8 +109,9 @@ class TrainConfig:
     # it reads like 1 at 20k clip-steps and higher at 40k and 80k, and lifts the linear read-out (docs/scaling.md).
     vicreg_cov_weight: float = 4.0
     # > 0: also a variance hinge (this weight, target std clip_reg_std) on each clip's mean context token (minus
-    # the positions' batch means): past the peak the clips' share of the token variance falls from ~0.4 towards
-    # 0.05 while the local term holds its own share; this floor keeps what tells clips apart.
+    # the positions' batch means), a floor under what tells clips apart: past the peak the clips' share of the
+    # token variance falls from ~0.4 towards 0.05. Measured (docs/scaling.md, fourth round): std 0.2 slows that
+    # fall but not the turn, std 0.4 holds the share near 0.6 and costs most of the gain.
     clip_reg_weight: float = 0.0
     clip_reg_std: float = 0.5
     # > 0: the regulariser acts on an MLP projection of this width of the tokens (VICReg's expander), not on the
@@ -126,7 +127,7 @@ class TrainConfig:
     # VICReg local, and collapses without a regulariser; content and local do not stop the turn (docs/scaling.md).
     target_norm: str = "layer"
     # The targets are the mean of the target encoder's last this many blocks (each layer-normed), as data2vec
-    # averages its teacher's top blocks; 1: the last block (V-JEPA).
+    # averages its teacher's top blocks; 1: the last block (V-JEPA). 4 measured no better (docs/scaling.md).
     target_layers: int = 1
     loss: str = "l1"  # l1 | smooth_l1 | l2
     # What the predictor regresses at the masked tubelets. ema: an EMA copy of the context encoder (V-JEPA);
