@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import moving_square, write_video
 
 from picojepa.config import load_config, preset
 from picojepa.data.prepare import prepare_videos
 from picojepa.data.sources import load_videos
-from picojepa.errors import ConfigError
+from picojepa.errors import ConfigError, PicoJepaError
 from picojepa.masks import MaskSampler
 from picojepa.models import JEPA
 from picojepa.models.jepa import normalise_targets
@@ -306,3 +307,10 @@ def test_clip_floor_penalises_clips_that_look_alike_and_only_when_asked():
     assert regs[1.0] - regs[0.0] == pytest.approx(0.5 - 1e-2, abs=1e-3)
     with pytest.raises(ConfigError, match="clip_reg_weight"):
         load_config("tiny", overrides=["train.regularizer=none", "train.clip_reg_weight=1"])
+
+
+def test_position_free_targets_refuse_a_run_whose_batch_falls_to_one_clip(tmp_path, cache_dir):
+    write_video(tmp_path / "one" / "a" / "only.mp4", moving_square(24, 64, 64, 0, seed=0))
+    cfg = load_config("tiny", overrides=["train.target_norm=content", "train.batch_size=4", "train.epochs=1"])
+    with pytest.raises(PicoJepaError, match="at least 2 clips"):
+        pretrain(cfg, tmp_path / "one", tmp_path / "run", progress=False, cache_dir=cache_dir)

@@ -67,6 +67,8 @@ class DataConfig:
 
 
 TARGETS = ("ema", "frozen", "pixels", "motion")
+# Target normalisations that use batch statistics (each position's mean over the batch): 2 clips at least.
+BATCH_TARGET_NORMS = ("content", "local")
 
 
 @dataclass
@@ -313,7 +315,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.pixel_weight must be ≥ 0, got {cfg.train.pixel_weight}")
     if cfg.train.teacher_run and cfg.train.targets != "frozen":
         raise ConfigError("train.teacher_run is the frozen teacher's run folder: set train.targets=frozen with it")
-    if cfg.train.target_norm not in ("layer", "clip", "content", "local"):
+    if cfg.train.target_norm not in ("layer", "clip", *BATCH_TARGET_NORMS):
         raise ConfigError(f"train.target_norm must be layer, clip, content or local, got {cfg.train.target_norm!r}")
     if cfg.train.reg_on not in ("local", "content", "tokens"):
         raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
@@ -323,7 +325,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.vicreg_std must be positive, got {cfg.train.vicreg_std}")
     if cfg.train.vicreg_cov_weight < 0:
         raise ConfigError(f"train.vicreg_cov_weight must be ≥ 0, got {cfg.train.vicreg_cov_weight}")
-    if cfg.train.target_norm in ("content", "local") and cfg.train.batch_size < 2:
+    if cfg.train.target_norm in BATCH_TARGET_NORMS and cfg.train.batch_size < 2:
         raise ConfigError(f"train.target_norm={cfg.train.target_norm} subtracts each position's mean over the "
                           "batch: it needs train.batch_size ≥ 2")
     if not 1 <= cfg.train.target_layers <= m.depth:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MaskConfig, ModelConfig
+from ..config import BATCH_TARGET_NORMS, MaskConfig, ModelConfig
 from ..masks import context_tokens, mask_configs
 from .predictor import Predictor
 from .regularizers import content_residual, local_residual, regularizer_loss, vicreg
@@ -174,7 +174,7 @@ def normalise_targets(feats: torch.Tensor, kind: str = "layer") -> torch.Tensor:
     if kind == "clip":
         residual = feats - feats.mean(dim=1, keepdim=True)
         return residual / residual.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-6).sqrt()
-    if kind in ("content", "local"):
+    if kind in BATCH_TARGET_NORMS:
         # Minus the position's mean over the batch (content) and also the clip's mean token (local), scaled to
         # unit RMS over the batch: what only says *where* a token is costs nothing to predict, so growing it
         # cannot lower the loss.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import BATCH_TARGET_NORMS, Config
 from ..data.dataset import TrainBatch, train_loader
 from ..data.device_bank import DeviceClipBank, bank_bytes, fits_on_device
 from ..data.prepare import PreparedData, prepare_videos, skipped_records
@@ -353,7 +353,7 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
     n = len(prepared.store)
     batch_size = min(cfg.train.batch_size, n - n % ctx.world)  # data parallel: whole clips per rank
     per_rank = distributed.split_batch(batch_size, ctx)
-    if cfg.train.target_norm in ("content", "local") and per_rank < 2:
+    if cfg.train.target_norm in BATCH_TARGET_NORMS and per_rank < 2:
         raise PicoJepaError(f"train.target_norm={cfg.train.target_norm} needs at least 2 clips per batch on each "
                             f"process; this run has {per_rank} ({n} usable videos)")
     if batch_size < cfg.train.batch_size:
