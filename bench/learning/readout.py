@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--workers", type=int, default=mp.cpu_count())
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--probe-seeds", type=int, default=1, help="heads trained from this many seeds, gains averaged")
+    ap.add_argument("--centre-positions", action="store_true",
+                    help="probe tokens minus each position's mean over the training videos")
     args = ap.parse_args()
     # the scaling study's evaluation settings (demo task, probe grid, 2 clips, low-shot 10 and 25)
     args.num_clips, args.probe_epochs, args.low_shot, args.twins = 2, 40, [10, 25], 128
