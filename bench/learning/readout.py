@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--probe-seeds", type=int, default=1, help="heads trained from this many seeds, gains averaged")
     ap.add_argument("--centre-positions", action="store_true",
                     help="probe tokens minus each position's mean over the training videos")
+    ap.add_argument("--low-shot-matched-steps", action="store_true",
+                    help="low-shot heads train for as many steps as the full-data head")
     args = ap.parse_args()
     # the scaling study's evaluation settings (demo task, probe grid, 2 clips, low-shot 10 and 25)
     args.num_clips, args.probe_epochs, args.low_shot, args.twins = 2, 40, [10, 25], 128
