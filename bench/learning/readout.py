@@ -3,6 +3,10 @@ random initialisation with the experiment's probe protocol, reading the last blo
 the last k blocks, or their concatenation (V-JEPA 2's motion probes concatenate the last four).
 
     PYTHONPATH=src python bench/learning/readout.py /tmp/snap/* --readouts last,mean4,concat4 --data-cache /tmp/c
+
+``--probe-seeds N`` reads each encoder with N probe seeds (gains averaged: the fifth round of docs/scaling.md);
+``--centre-positions`` and ``--low-shot-matched-steps`` are the two read-out changes that round measured.
+Snapshots of one seed per call (``--seed``): the random-init encoder is that seed's.
 """
 
 from __future__ import annotations

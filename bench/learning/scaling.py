@@ -4,7 +4,8 @@ For every recipe, seed and budget (clip-steps) this pretrains a fresh run, with 
 budget, on the demo's unlabelled pool (12 classes x 50 videos, difficulty medium), and scores its encoder
 against **the same architecture at the same initialisation** with the experiment's own probe protocol on the
 demo's labelled task (4 kinds of motion, 400 other videos per class, split 50/10/40 %, heads at their best
-epoch on validation half A, every head the mean of the 2x2 learning-rate x weight-decay grid):
+epoch on validation half A, every head the mean of the 2x2 learning-rate x weight-decay grid; with
+``--probe-seeds N`` the whole read-out is trained from N seeds and the gains averaged, a steadier reading):
 
 - attentive and linear gains with paired-bootstrap 95 % intervals over the test videos;
 - low-shot gains (the attentive head trained on k labelled videos per class);
