@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--low-shot-matched-steps", action="store_true",
                     help="low-shot heads train for as many steps as the full-data head")
     args = ap.parse_args()
+    if args.probe_seeds < 1:
+        raise SystemExit(f"--probe-seeds must be at least 1, got {args.probe_seeds}")
     # the scaling study's evaluation settings (demo task, probe grid, 2 clips, low-shot 10 and 25)
     args.num_clips, args.probe_epochs, args.low_shot, args.twins = 2, 40, [10, 25], 128
     args.difficulty, args.pool_classes, args.pool_per_class, args.labelled_per_class = "medium", 12, 50, 400

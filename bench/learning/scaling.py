@@ -243,7 +243,8 @@ class Evaluation:
 
 
 def probe_seeds(seed: int, count: int) -> list[int]:
-    """The evaluation's seed, then ``count - 1`` seeds derived from it (distinct from every head seed of the grid)."""
+    """The evaluation's seed, then ``count - 1`` seeds derived from it on a stream of their own (not the one the grid
+    derives its heads' seeds from)."""
     return [seed] + [int(np.random.SeedSequence([seed, 104729, i]).generate_state(1)[0]) for i in range(1, count)]
 
 
@@ -561,6 +562,8 @@ def main() -> None:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.budgets = [int(b) for b in args.budgets.split(",")]
     args.low_shot = [int(k) for k in args.low_shot.split(",") if k]
+    if args.probe_seeds < 1:
+        raise SystemExit(f"--probe-seeds must be at least 1, got {args.probe_seeds}")
     run_study(args)
 
 
