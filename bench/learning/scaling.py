@@ -170,28 +170,29 @@ class Evaluation:
         self.train, self.test = split["train"], split["test"]
         self.val_select, _ = validation_halves(split["val"], labels, seed, names)
         self.random: dict[str, Any] | None = None
-        self.best_epochs: dict[str, list[int]] = {}
 
     def features(self, encoder: VideoViT) -> Features:
         return extract_features(encoder.to(self.device).eval(), self.store, self.args.num_clips, keep_tokens=True,
                                 progress=False, batch_size=256)
 
-    def predictions(self, feats: Features) -> dict[str, np.ndarray]:
-        """Test predictions (probe seeds × test videos) of every head setting: attentive, linear, attentive with
-        k labelled videos per class. Each probe seed trains the protocol's heads from its own initialisation and
-        batch order on the same split; the first is the evaluation's seed (the one-probe-seed protocol)."""
+    def predictions(self, feats: Features) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+        """Test predictions (probe seeds × test videos) of every head setting — attentive, linear, attentive with
+        k labelled videos per class — and the best epochs of its heads. Each probe seed trains the protocol's
+        heads from its own initialisation and batch order on the same split; the first is the evaluation's seed
+        (the one-probe-seed protocol)."""
         if self.args.centre_positions:
             feats = centred(feats, self.train)
         settings = [("attentive", self.train), ("linear", self.train)]
         settings += [(f"attentive@{k}", low_shot_subset(self.train, self.labels, k, self.seed))
                      for k in self.args.low_shot]
-        out, self.best_epochs = {}, {}
+        out: dict[str, np.ndarray] = {}
+        best_epochs: dict[str, list[int]] = {}
         for name, train in settings:
             head = name.split("@")[0]
             epochs = self.args.probe_epochs
             if self.args.low_shot_matched_steps:  # as many optimiser steps as the full training split's head
                 epochs *= round(len(self.train) / len(train))
-            preds = []
+            preds, best_epochs[name] = [], []
             for probe_seed in probe_seeds(self.seed, self.args.probe_seeds):
                 probe = ProbeConfig(head=head, epochs=epochs, num_clips=self.args.num_clips,
                                     seed=probe_seed, grid=PROBE_GRID)
@@ -199,9 +200,9 @@ class Evaluation:
                                      device=self.device)
                 probs = head_probabilities(trained.head.to(self.device), feats, self.test, head, self.args.num_clips)
                 preds.append(probs.argmax(1))
-                self.best_epochs[name] = self.best_epochs.get(name, []) + trained.member_epochs
+                best_epochs[name] += trained.member_epochs
             out[name] = np.stack(preds)
-        return out
+        return out, best_epochs
 
     def diagnostics(self, encoder: VideoViT, feats: Features) -> dict[str, float]:
         tokens = torch.from_numpy(feats.tokens[self.test].astype(np.float32))  # (V, K, N, D)
@@ -226,10 +227,10 @@ class Evaluation:
 
     def score(self, encoder: VideoViT) -> dict[str, Any]:
         feats = self.features(encoder)
-        preds = self.predictions(feats)
+        preds, epochs = self.predictions(feats)
         diag = self.diagnostics(encoder, feats)
         if self.random is None:  # the first encoder scored is the random-init one
-            self.random = {"preds": preds, "diag": diag, "epochs": self.best_epochs}
+            self.random = {"preds": preds, "diag": diag, "epochs": epochs}
             return {}
         y = self.labels[self.test]
         row: dict[str, Any] = {"diagnostics": diag, "random_diagnostics": self.random["diag"],
@@ -238,7 +239,7 @@ class Evaluation:
         for name, pred in preds.items():
             # the heads' best epochs (of the epochs given): a head that keeps its last epoch wanted more
             row[name] = {**seed_averaged_gain(y, pred, self.random["preds"][name], self.seed),
-                         "best_epochs": self.best_epochs[name], "random_best_epochs": self.random["epochs"][name]}
+                         "best_epochs": epochs[name], "random_best_epochs": self.random["epochs"][name]}
         return row
 
 
