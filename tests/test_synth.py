@@ -163,6 +163,25 @@ def test_render_video_is_reproducible() -> None:
         render_video("dance", np.random.default_rng(0))
 
 
+
+def test_changing_background_changes_only_the_background() -> None:
+    def render(**kwargs: object) -> np.ndarray:
+        return render_video("move_left", np.random.default_rng([1, 0, 3]), 48, 12, "medium", **kwargs).astype(int)
+
+    static, changing = render(), render(background="changing")
+    actor_static = np.abs(static - render(draw_actor=False)).sum(-1) > 30
+    actor_changing = np.abs(changing - render(draw_actor=False, background="changing")).sum(-1) > 30
+    # The same actor in the same places: the rest of the clip's draws are the static clip's.
+    assert actor_static.any(axis=(1, 2)).all()
+    assert (actor_static == actor_changing).mean() > 0.995
+    # Frame-to-frame change outside the actor: only camera shake and noise when static, far more when changing.
+    still = ~(actor_static[1:] | actor_static[:-1])
+    step_change = {name: np.abs(np.diff(clip, axis=0)).sum(-1)[still].mean()
+                   for name, clip in (("static", static), ("changing", changing))}
+    assert step_change["changing"] > 2 * step_change["static"]
+    with pytest.raises(ValueError, match="unknown background"):
+        render(background="noise")
+
 # ---------------------------------------------------------------------------------------------------
 # The labels must need motion: single frames are at chance, motion features are far above it.
 # ---------------------------------------------------------------------------------------------------

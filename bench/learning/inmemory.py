@@ -14,15 +14,16 @@ from picojepa.data.dataset import TrainBatch, clip_indices
 from picojepa.datasets.synth import CLASS_NAMES, render_video
 from picojepa.train.pretrain import Trainer, deterministic_kernels
 
-RenderJob = tuple[str, int, int, int, int, str, int, int, bool]
+RenderJob = tuple[str, int, int, int, int, str, int, int, bool, str]
 
 
 def render_one(job: RenderJob) -> np.ndarray:
     """One video as the clip cache would hold it: every stride-th frame, resized to (side, side)."""
-    name, index, seed, size, frames, difficulty, stride, side, actor = job
+    name, index, seed, size, frames, difficulty, stride, side, actor, background = job
     torch.set_num_threads(1)
     rng = np.random.default_rng([seed, CLASS_NAMES.index(name), index])
-    clip = torch.from_numpy(render_video(name, rng, size, frames, difficulty, draw_actor=actor)[::stride])
+    clip = render_video(name, rng, size, frames, difficulty, draw_actor=actor, background=background)
+    clip = torch.from_numpy(clip[::stride])
     x = clip.permute(0, 3, 1, 2).float()
     y = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
     return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -30,10 +31,11 @@ def render_one(job: RenderJob) -> np.ndarray:
 
 def render_set(classes: tuple[str, ...], per_class: int, seed: int, size: int, frames: int, difficulty: str,
                stride: int, side: int, workers: int, actor: bool = True,
-               indices: list[int] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+               indices: list[int] | None = None, background: str = "static") -> tuple[torch.Tensor, np.ndarray]:
     """uint8 (V, F, side, side, 3) strided frames, rendered in parallel, and labels (V,). ``indices`` picks
     videos of the (class-major) set; ``actor=False`` renders their twins without the actor."""
-    jobs = [(c, i, seed, size, frames, difficulty, stride, side, actor) for c in classes for i in range(per_class)]
+    jobs = [(c, i, seed, size, frames, difficulty, stride, side, actor, background)
+            for c in classes for i in range(per_class)]
     labels = np.repeat(np.arange(len(classes)), per_class)
     if indices is not None:
         jobs, labels = [jobs[i] for i in indices], labels[indices]

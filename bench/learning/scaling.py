@@ -42,7 +42,7 @@ from inmemory import ArrayStore, check_recipes, pretrain_in_memory, render_set
 
 from picojepa.config import Config, default_cache_side, load_config
 from picojepa.data.splits import stratified_split
-from picojepa.datasets.synth import CLASS_NAMES
+from picojepa.datasets.synth import BACKGROUNDS, CLASS_NAMES
 from picojepa.experiment.run import low_shot_subset, validation_halves
 from picojepa.metrics import paired_bootstrap_gap
 from picojepa.models import VideoViT
@@ -327,12 +327,14 @@ def rendered_data(args: argparse.Namespace, side: int) -> tuple[torch.Tensor, to
     them (parallel processes of one session render once)."""
     render = dict(size=80, frames=32, difficulty=args.difficulty, stride=2, side=side, workers=args.workers)
     key = f"{args.difficulty}-{side}-pool{args.pool_classes}x{args.pool_per_class}-lab{args.labelled_per_class}"
+    key += "-poolbg-changing" if args.pool_background == "changing" else ""
     cache = Path(args.data_cache) / f"{key}-t{args.twins}.npz" if args.data_cache else None
     if cache is not None and cache.exists():
         z = np.load(cache)
         return (torch.from_numpy(z["pool"]), torch.from_numpy(z["labelled"]), z["labels"],
                 torch.from_numpy(z["twins"]), z["twin_idx"])
-    pool, _ = render_set(CLASS_NAMES[: args.pool_classes], args.pool_per_class, 1, **render)
+    pool, _ = render_set(CLASS_NAMES[: args.pool_classes], args.pool_per_class, 1, background=args.pool_background,
+                         **render)
     labelled, labels = render_set(LABELLED, args.labelled_per_class, 2, **render)
     twin_idx = np.sort(np.random.default_rng(0).choice(len(labels), args.twins, replace=False))
     twins, _ = render_set(LABELLED, args.labelled_per_class, 2, actor=False, indices=list(twin_idx), **render)
@@ -363,8 +365,8 @@ def run_study(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     budgets = sorted(args.budgets)
     common = {"preset": args.preset, "batch": args.batch, "pool_videos": len(pool), "labelled_videos": len(labels),
-              "difficulty": args.difficulty, "device": machine, "torch": torch.__version__,
-              "python": platform.python_version(), "tag": args.tag}
+              "difficulty": args.difficulty, "pool_background": args.pool_background, "device": machine,
+              "torch": torch.__version__, "python": platform.python_version(), "tag": args.tag}
     for seed in args.seeds:
         evaluation = Evaluation(args, store, labels, twin_store, twin_idx, seed, device)
         for recipe in args.recipes:
@@ -420,6 +422,7 @@ def setting(row: dict[str, Any]) -> str:
     extra = [f"batch {row['batch']}"] if row["batch"] != 32 else []
     extra += [f"{row['pool_videos']:,}-video pool"] if row["pool_videos"] != 600 else []
     extra += ["GPU"] if "CPU" not in row["device"] else []
+    extra += ["pool backgrounds change every frame"] if row.get("pool_background", "static") != "static" else []
     return f"{row['recipe']} ({', '.join(extra)})" if extra else row["recipe"]
 
 
@@ -530,6 +533,9 @@ def main() -> None:
     ap.add_argument("--snapshots", help="folder to save every evaluated encoder in (as run folders)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--difficulty", default="medium")
+    ap.add_argument("--pool-background", choices=BACKGROUNDS, default="static",
+                    help="changing: the pretraining pool's background patterns are drawn anew in every frame (the "
+                         "slow-feature lead); the labelled set the probes read is the demo's, static, either way")
     ap.add_argument("--pool-classes", type=int, default=12)
     ap.add_argument("--pool-per-class", type=int, default=50)
     ap.add_argument("--labelled-per-class", type=int, default=400)

@@ -44,6 +44,7 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 
 DIFFICULTIES = ("easy", "medium", "hard")
+BACKGROUNDS = ("static", "changing")
 
 _META_NAME = "meta.json"
 _CLASSES_NAME = "classes.txt"
@@ -399,22 +400,35 @@ def _shifted_grating(view: _View, heading: float, freq: float, phase: float) -> 
     return np.sin(base)[None] * np.cos(shift) + np.cos(base)[None] * np.sin(shift)
 
 
-def _background(rng: np.random.Generator, view: _View, cfg: _Difficulty) -> tuple[np.ndarray, np.ndarray]:
-    """Static scene background seen through the (shaking) camera: (T, H, W, 3) and its mean colour."""
-    low, high = _random_colour(rng), _random_colour(rng)
+def _background_mix(rng: np.random.Generator, view: _View, cfg: _Difficulty) -> np.ndarray:
+    """(T, H, W) or broadcastable mixing weights between the background's two colours."""
     size = view.size
     if rng.uniform() < 0.5:  # linear gradient
         heading = rng.uniform(0, 2 * np.pi)
         centre = size / 2
         ramp = (np.cos(heading) * (view.world_x - centre) + np.sin(heading) * (view.world_y - centre)) / size
-        mix = np.clip(0.5 + 0.7 * ramp, 0.0, 1.0).astype(np.float32)
-    else:  # texture: a few random gratings
-        mix = np.float32(0.0)
-        for _ in range(3):
-            heading = rng.uniform(0, 2 * np.pi)
-            freq = rng.uniform(1.0, 6.0) * 2 * np.pi / size
-            mix = mix + _shifted_grating(view, heading, freq, rng.uniform(0, 2 * np.pi))
-        mix = 0.5 + mix * np.float32(cfg.texture_contrast / 6)
+        return np.clip(0.5 + 0.7 * ramp, 0.0, 1.0).astype(np.float32)
+    mix = np.float32(0.0)  # texture: a few random gratings
+    for _ in range(3):
+        heading = rng.uniform(0, 2 * np.pi)
+        freq = rng.uniform(1.0, 6.0) * 2 * np.pi / size
+        mix = mix + _shifted_grating(view, heading, freq, rng.uniform(0, 2 * np.pi))
+    return 0.5 + mix * np.float32(cfg.texture_contrast / 6)
+
+
+def _background(rng: np.random.Generator, view: _View, cfg: _Difficulty, frames: int,
+                changing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The scene background seen through the (shaking) camera: (T, H, W, 3) and its mean colour.
+
+    ``changing``: the pattern is drawn anew for every frame (same two colours), so no part of it can be
+    predicted from another time step (Sobal et al. 2022: JEPAs lock onto a static background). Its draws come
+    from a child generator, so the rest of the clip (actor, distractors, camera, noise) is the static clip's."""
+    low, high = _random_colour(rng), _random_colour(rng)
+    mix = _background_mix(rng, view, cfg)  # drawn in both cases, so that the draws after it are the same
+    if changing:
+        frame_rng = rng.spawn(1)[0]
+        shape = (frames, view.size, view.size)
+        mix = np.stack([np.broadcast_to(_background_mix(frame_rng, view, cfg), shape)[t] for t in range(frames)])
     image = low + mix[..., None] * (high - low)
     return image.astype(np.float32), (low + high) / 2
 
@@ -451,22 +465,25 @@ def _draw_occluder(canvas: np.ndarray, rng: np.random.Generator, view: _View) ->
 
 def render_video(
     class_name: str, rng: np.random.Generator, size: int = 96, frames: int = 32, difficulty: str = "medium",
-    draw_actor: bool = True,
+    draw_actor: bool = True, background: str = "static",
 ) -> np.ndarray:
     """Render one clip of ``class_name`` as a (T, H, W, 3) uint8 RGB array, using only ``rng``.
 
     ``draw_actor=False`` renders the same clip's twin without its actor: every random draw is made, so the
     background, distractors, occluder, camera and noise are identical (what an encoder's *actor sensitivity*
-    compares)."""
+    compares). ``background="changing"`` draws the background's pattern anew in every frame (a pretraining-pool
+    variant for the scaling study; the actor, distractors, camera and noise are the static clip's)."""
     _validate_render_args(size, frames, difficulty)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; valid: {', '.join(BACKGROUNDS)}")
     if class_name not in CLASS_NAMES:
         raise ValueError(f"unknown class {class_name!r}; valid classes: {', '.join(CLASS_NAMES)}")
     cfg = _DIFFICULTY_SETTINGS[difficulty]
 
     actor = _actor_track(class_name, rng, size, frames, cfg)
     view = _View.create(size, _camera_offsets(rng, frames, size, cfg))
-    background, bg_colour = _background(rng, view, cfg)
-    canvas = np.array(np.broadcast_to(background, (frames, size, size, 3)), dtype=np.float32)
+    scene, bg_colour = _background(rng, view, cfg, frames, changing=background == "changing")
+    canvas = np.array(np.broadcast_to(scene, (frames, size, size, 3)), dtype=np.float32)
 
     for _ in range(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1)):
         track = _distractor_track(rng, size, frames)
