@@ -152,6 +152,12 @@ RECIPES: dict[str, list[str]] = {
                                                  "train.clip_reg_std=0.4"],
     # ... or with half its learning rate (7.5e-5): halving it from 3e-4 held more of the gain at 80k before
     "vicreg-free-0.7-lr7.5e-5-cov4": [*DEFAULT_2026_12_06, "train.lr=7.5e-5"],
+    # ... or with a fast teacher at every budget (momentum 0.99, no ramp): the momentum cap makes a 20k run's
+    # teacher ~0.993 while an 80k run's slows to ~0.999 late, and the peak sits near 20k
+    "vicreg-free-0.7-lr1.5e-4-cov4-ema0.99": [*DEFAULT_2026_12_06, "train.ema_start=0.99", "train.ema_end=0.99",
+                                              "train.ema_max_init_fraction=1.0"],
+    # ... or with a predictor twice as deep (8 blocks): I-JEPA reads better encoder features with a deeper one
+    "vicreg-free-0.7-lr1.5e-4-cov4-preddepth8": [*DEFAULT_2026_12_06, "model.pred_depth=8"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
@@ -315,7 +321,9 @@ def snapshot(args: argparse.Namespace, trainer: Trainer, meta: dict[str, Any], c
         return
     from picojepa.train import checkpoint as ckpt
 
-    out = Path(args.snapshots) / f"{meta['recipe']}-s{meta['seed']}-b{meta['budget']}-at{clip_steps}"
+    # runs of one recipe on another pool keep apart
+    variant = f"-poolbg-{args.pool_background}" if args.pool_background != "static" else ""
+    out = Path(args.snapshots) / f"{meta['recipe']}{variant}-s{meta['seed']}-b{meta['budget']}-at{clip_steps}"
     out.mkdir(parents=True, exist_ok=True)
     ckpt.save_encoder(trainer.model.evaluation_encoder, out)
     ckpt.write_run_config(out, trainer.cfg, finished=True, steps=clip_steps // args.batch, clip_steps=clip_steps)
