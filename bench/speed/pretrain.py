@@ -191,7 +191,7 @@ def main() -> None:
             continue
         clips = args.batch_size / (result["ms_per_step"] / 1000)
         row = {
-            "bench": "pretrain", "variant": name, "preset": args.preset, "data": args.data,
+            "bench": "pretrain", "variant": name, "preset": args.preset, "overrides": args.set, "data": args.data,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": args.batch_size,
             "compile": mode, "sdpa": args.sdpa_backend, "clips_per_s": round(clips, 1), **result,
