@@ -75,6 +75,7 @@ def main() -> None:
     # the scaling study's evaluation settings (demo task, probe grid, 2 clips, low-shot 10 and 25)
     args.num_clips, args.probe_epochs, args.low_shot, args.twins = 2, 40, [10, 25], 128
     args.difficulty, args.pool_classes, args.pool_per_class, args.labelled_per_class = "medium", 12, 50, 400
+    args.pool_background = "static"  # only the labelled set is read, and it is static whatever the pool was
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
