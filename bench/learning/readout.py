@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from inmemory import ArrayStore
-from scaling import BASE, Evaluation, rendered_data, summary_line
+from scaling import BASE, Evaluation, positive_int, rendered_data, summary_line
 from torch import nn
 
 from picojepa.config import default_cache_side, load_config
@@ -64,14 +64,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--workers", type=int, default=mp.cpu_count())
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--probe-seeds", type=int, default=1, help="heads trained from this many seeds, gains averaged")
+    ap.add_argument("--probe-seeds", type=positive_int, default=1,
+                    help="heads trained from this many seeds, gains averaged")
     ap.add_argument("--centre-positions", action="store_true",
                     help="probe tokens minus each position's mean over the training videos")
     ap.add_argument("--low-shot-matched-steps", action="store_true",
                     help="low-shot heads train for as many steps as the full-data head")
     args = ap.parse_args()
-    if args.probe_seeds < 1:
-        raise SystemExit(f"--probe-seeds must be at least 1, got {args.probe_seeds}")
     # the scaling study's evaluation settings (demo task, probe grid, 2 clips, low-shot 10 and 25)
     args.num_clips, args.probe_epochs, args.low_shot, args.twins = 2, 40, [10, 25], 128
     args.difficulty, args.pool_classes, args.pool_per_class, args.labelled_per_class = "medium", 12, 50, 400

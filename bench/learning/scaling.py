@@ -321,12 +321,23 @@ def snapshot(args: argparse.Namespace, trainer: Trainer, meta: dict[str, Any], c
         return
     from picojepa.train import checkpoint as ckpt
 
-    # runs of one recipe on another pool keep apart
-    variant = f"-poolbg-{args.pool_background}" if args.pool_background != "static" else ""
-    out = Path(args.snapshots) / f"{meta['recipe']}{variant}-s{meta['seed']}-b{meta['budget']}-at{clip_steps}"
+    name = f"{meta['recipe']}{pool_variant(args)}-s{meta['seed']}-b{meta['budget']}-at{clip_steps}"
+    out = Path(args.snapshots) / name
     out.mkdir(parents=True, exist_ok=True)
     ckpt.save_encoder(trainer.model.evaluation_encoder, out)
     ckpt.write_run_config(out, trainer.cfg, finished=True, steps=clip_steps // args.batch, clip_steps=clip_steps)
+
+
+def pool_variant(args: argparse.Namespace) -> str:
+    """What names a non-default pretraining pool apart (cache files, snapshot folders); empty for the demo's."""
+    return f"-poolbg-{args.pool_background}" if args.pool_background != "static" else ""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def rendered_data(args: argparse.Namespace, side: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray,
@@ -335,7 +346,7 @@ def rendered_data(args: argparse.Namespace, side: int) -> tuple[torch.Tensor, to
     them (parallel processes of one session render once)."""
     render = dict(size=80, frames=32, difficulty=args.difficulty, stride=2, side=side, workers=args.workers)
     key = f"{args.difficulty}-{side}-pool{args.pool_classes}x{args.pool_per_class}-lab{args.labelled_per_class}"
-    key += "-poolbg-changing" if args.pool_background == "changing" else ""
+    key += pool_variant(args)
     cache = Path(args.data_cache) / f"{key}-t{args.twins}.npz" if args.data_cache else None
     if cache is not None and cache.exists():
         z = np.load(cache)
@@ -551,7 +562,7 @@ def main() -> None:
     ap.add_argument("--low-shot", default="10,25")
     ap.add_argument("--probe-epochs", type=int, default=40)
     ap.add_argument("--num-clips", type=int, default=2)
-    ap.add_argument("--probe-seeds", type=int, default=1,
+    ap.add_argument("--probe-seeds", type=positive_int, default=1,
                     help="train every head setting from this many seeds and average the gains (a steadier reading)")
     ap.add_argument("--centre-positions", action="store_true",
                     help="probe tokens minus each position's mean over the training videos (a read-out study)")
@@ -577,8 +588,6 @@ def main() -> None:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.budgets = [int(b) for b in args.budgets.split(",")]
     args.low_shot = [int(k) for k in args.low_shot.split(",") if k]
-    if args.probe_seeds < 1:
-        raise SystemExit(f"--probe-seeds must be at least 1, got {args.probe_seeds}")
     run_study(args)
 
 
