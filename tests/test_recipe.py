@@ -228,6 +228,28 @@ def test_clip_targets_drop_what_a_clip_shares_and_keep_unit_scale():
         normalise_targets(feats, "batch")
 
 
+def test_temporal_targets_drop_what_stays_put_at_each_position():
+    gen = torch.Generator().manual_seed(0)
+    slices, positions = 4, 6
+    static = torch.randn(3, 1, positions, 8, generator=gen).expand(3, slices, positions, 8)
+    # Token order is time-major: a background that never changes repeats every `positions` tokens.
+    still = normalise_targets(static.reshape(3, slices * positions, 8), "temporal", slices)
+    assert float(still.abs().max()) < 1e-2  # nothing moves: nothing to predict, no inflated noise
+    moving = static.clone()
+    moving[:, :, 2] = torch.randn(3, slices, 8, generator=gen)  # one position changes over time
+    t = normalise_targets(moving.reshape(3, slices * positions, 8), "temporal", slices).view(3, slices, positions, 8)
+    assert torch.allclose(t.mean(1), torch.zeros(3, positions, 8), atol=1e-5)  # no time-constant part is left
+    assert torch.allclose(t.pow(2).mean(), torch.tensor(1.0), atol=1e-4)
+    static_positions = [p for p in range(positions) if p != 2]
+    assert float(t[:, :, static_positions].abs().max()) < 1e-2 < float(t[:, :, 2].abs().max())
+    with pytest.raises(ValueError, match="time slices"):
+        normalise_targets(moving.reshape(3, slices * positions, 8), "temporal", 1)
+    with pytest.raises(ValueError, match="time slices"):
+        normalise_targets(moving.reshape(3, slices * positions, 8), "temporal", 5)
+    with pytest.raises(ConfigError, match="time slices"):
+        load_config("tiny", overrides=["train.target_norm=temporal", "model.num_frames=2", "model.tubelet_size=2"])
+
+
 def test_position_and_local_shares_split_the_variance():
     from picojepa.train.diagnostics import local_share, position_share
 

@@ -158,6 +158,9 @@ RECIPES: dict[str, list[str]] = {
                                               "train.ema_max_init_fraction=1.0"],
     # ... or with a predictor twice as deep (8 blocks): I-JEPA reads better encoder features with a deeper one
     "vicreg-free-0.7-lr1.5e-4-cov4-preddepth8": [*DEFAULT_2026_12_06, "model.pred_depth=8"],
+    # ... or with targets minus each position's mean over the clip's time slices: ~80 % of target tokens are
+    # static background, and a JEPA settles on slow features (Sobal et al. 2022); what stays put is free here
+    "vicreg-free-0.7-lr1.5e-4-cov4-ttemporal": [*DEFAULT_2026_12_06, "train.target_norm=temporal"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

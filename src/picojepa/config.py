@@ -124,7 +124,8 @@ class TrainConfig:
     # hinge's target reads as a share: std γ asks for a local share of at least about γ².
     reg_scale_free: bool = True
     # Prediction targets: layer (V-JEPA: layer-normed target tokens), clip (also minus the clip's mean
-    # token, unit RMS per clip), content (minus each position's mean over the batch, unit RMS over the batch:
+    # token, unit RMS per clip), temporal (minus each position's mean over the clip's time slices, unit RMS over
+    # the batch: what stays put is free to predict), content (minus each position's mean over the batch, unit RMS over the batch:
     # a position is free to predict) or local (minus both). Measured (docs/recipes.md): clip is no better with
     # VICReg local, and collapses without a regulariser; content and local do not stop the turn (docs/scaling.md).
     target_norm: str = "layer"
@@ -315,8 +316,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.pixel_weight must be ≥ 0, got {cfg.train.pixel_weight}")
     if cfg.train.teacher_run and cfg.train.targets != "frozen":
         raise ConfigError("train.teacher_run is the frozen teacher's run folder: set train.targets=frozen with it")
-    if cfg.train.target_norm not in ("layer", "clip", *BATCH_TARGET_NORMS):
-        raise ConfigError(f"train.target_norm must be layer, clip, content or local, got {cfg.train.target_norm!r}")
+    if cfg.train.target_norm not in ("layer", "clip", "temporal", *BATCH_TARGET_NORMS):
+        raise ConfigError("train.target_norm must be layer, clip, temporal, content or local, "
+                          f"got {cfg.train.target_norm!r}")
+    if cfg.train.target_norm == "temporal" and cfg.model.num_frames // cfg.model.tubelet_size < 2:
+        raise ConfigError("train.target_norm=temporal subtracts each position's mean over time, so it needs at "
+                          f"least 2 time slices: model.num_frames={cfg.model.num_frames} with "
+                          f"model.tubelet_size={cfg.model.tubelet_size} gives "
+                          f"{cfg.model.num_frames // cfg.model.tubelet_size}")
     if cfg.train.reg_on not in ("local", "content", "tokens"):
         raise ConfigError(f"train.reg_on must be local, content or tokens, got {cfg.train.reg_on!r}")
     if cfg.train.reg_weight_final >= 0 and cfg.train.regularizer == "none":

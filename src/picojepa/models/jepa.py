@@ -97,7 +97,7 @@ class JEPA(nn.Module):
             elif self.targets == "motion":
                 feats = motion_targets(self.encoder.patchify(video), self.cfg.in_chans, self.cfg.tubelet_size)
             else:
-                feats = normalise_targets(self.target_tokens(video), self.target_norm)
+                feats = normalise_targets(self.target_tokens(video), self.target_norm, self.encoder.grid[0])
         losses, contexts, first_targets = [], [], None
         for k, t in zip(keeps, targets_idx, strict=True):
             targets = gather_tokens(feats, t)
@@ -164,13 +164,26 @@ class JEPA(nn.Module):
                 t.lerp_(o, 1.0 - momentum)
 
 
-def normalise_targets(feats: torch.Tensor, kind: str = "layer") -> torch.Tensor:
-    """Target-encoder tokens (B, N, D) → prediction targets. ``layer``: V-JEPA's layer norm per token.
+def normalise_targets(feats: torch.Tensor, kind: str = "layer", time_slices: int = 1) -> torch.Tensor:
+    """Target-encoder tokens (B, N, D), time-major over ``time_slices`` slices → prediction targets.
+    ``layer``: V-JEPA's layer norm per token.
     ``clip``: layer norm, then minus the clip's mean token, scaled to unit RMS per clip — what is the same
-    all over a clip (a plain background) costs nothing to predict, so the loss sits where things differ."""
+    all over a clip (a plain background) costs nothing to predict, so the loss sits where things differ.
+    ``temporal``: layer norm, then minus each spatial position's mean over the clip's time slices, scaled to
+    unit RMS over the batch — what stays put (a static background) costs nothing to predict, so the loss sits
+    on what changes (Sobal et al. 2022: JEPAs otherwise settle on the slow features)."""
     feats = F.layer_norm(feats, feats.shape[-1:])
     if kind == "layer":
         return feats
+    if kind == "temporal":
+        B, N, D = feats.shape
+        if time_slices < 2 or N % time_slices:
+            raise ValueError(f"target normalisation 'temporal' needs at least 2 time slices dividing the {N} "
+                             f"tokens, got {time_slices}")
+        grid = feats.view(B, time_slices, N // time_slices, D)
+        residual = (grid - grid.mean(dim=1, keepdim=True)).view(B, N, D)
+        # Over the batch, not per clip: a clip with nothing moving must stay near 0, not have its noise inflated.
+        return residual / residual.pow(2).mean().add(1e-6).sqrt()
     if kind == "clip":
         residual = feats - feats.mean(dim=1, keepdim=True)
         return residual / residual.pow(2).mean(dim=(1, 2), keepdim=True).add(1e-6).sqrt()
