@@ -124,10 +124,11 @@ class TrainConfig:
     # hinge's target reads as a share: std γ asks for a local share of at least about γ².
     reg_scale_free: bool = True
     # Prediction targets: layer (V-JEPA: layer-normed target tokens), clip (also minus the clip's mean
-    # token, unit RMS per clip), temporal (minus each position's mean over the clip's time slices, unit RMS over
-    # the batch: what stays put is free to predict), content (minus each position's mean over the batch, unit RMS over the batch:
-    # a position is free to predict) or local (minus both). Measured (docs/recipes.md): clip is no better with
-    # VICReg local, and collapses without a regulariser; content and local do not stop the turn (docs/scaling.md).
+    # token, unit RMS per clip), temporal (minus each position's mean over the clip's time slices, unit RMS
+    # over the batch: what stays put is free to predict), content (minus each position's mean over the batch,
+    # unit RMS over the batch: a position is free to predict) or local (minus both). Measured (docs/recipes.md):
+    # clip is no better with VICReg local, and collapses without a regulariser; content and local do not stop
+    # the turn (docs/scaling.md).
     target_norm: str = "layer"
     # The targets are the mean of the target encoder's last this many blocks (each layer-normed), as data2vec
     # averages its teacher's top blocks; 1: the last block (V-JEPA). 4 measured no better (docs/scaling.md).
