@@ -161,6 +161,10 @@ RECIPES: dict[str, list[str]] = {
     # ... or with targets minus each position's mean over the clip's time slices: ~80 % of target tokens are
     # static background, and a JEPA settles on slow features (Sobal et al. 2022); what stays put is free here
     "vicreg-free-0.7-lr1.5e-4-cov4-ttemporal": [*DEFAULT_2026_12_06, "train.target_norm=temporal"],
+    # ... or with the hinge and covariance on the tokens minus their position's batch mean only (clip means kept):
+    # past the peak the clips' share of the token variance falls to ~0.04 while the hinge holds the local share
+    # at ~0.5; here the clip component can meet it too
+    "vicreg-free-0.7-lr1.5e-4-cov4-regcontent": [*DEFAULT_2026_12_06, "train.reg_on=content"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

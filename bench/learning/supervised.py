@@ -3,7 +3,8 @@ labels, scored like the scaling study's encoders.
 
 The scaling study (``scaling.py``) asks self-supervised recipes for an attentive gain of +15 pp over random init
 on the demo's task. This script measures the head room that target sits in: for each seed and budget it trains
-the pico encoder from that seed's initialisation, plus a linear classifier on its mean token, with
+the pico encoder from that seed's initialisation, plus the probe's attentive head on its tokens (a linear
+classifier on the mean token cannot read direction: mean pooling averages positions away), with
 cross-entropy on the pool's 12 class labels (the demo's 4 task classes among them; the pool's 600 videos, never
 the labelled set's), for the same clip-steps, batch, crops and learning-rate schedule shape as pretraining
 (no horizontal flips: they would swap move_left and move_right). The encoder is then scored against the same
@@ -29,21 +30,21 @@ import torch
 import torch.nn.functional as F
 from inmemory import ArrayStore
 from scaling import BASE, DEFAULT_2026_12_06, Evaluation, positive_int, rendered_data, summary_line
-from torch import nn
 
 from picojepa.config import default_cache_side, load_config
 from picojepa.data.dataset import clip_indices
 from picojepa.data.transforms import random_resized_crop_params, train_transform
 from picojepa.models import VideoViT
+from picojepa.probe.heads import AttentiveHead
 from picojepa.train.pretrain import initial_encoder
 
 
 def train_supervised(encoder: VideoViT, bank: torch.Tensor, labels: torch.Tensor, classes: int, steps: int,
                      batch: int, lr: float, weight_decay: float, seed: int, device: torch.device) -> float:
-    """``steps`` AdamW updates of encoder + linear head (cross-entropy on the mean token), warm-up then cosine;
-    returns the last 50 steps' training accuracy."""
+    """``steps`` AdamW updates of encoder + attentive head (cross-entropy), warm-up then cosine; returns the
+    last 50 steps' training accuracy."""
     cfg = encoder.cfg
-    head = nn.Linear(encoder.embed_dim, classes).to(device)
+    head = AttentiveHead(encoder.embed_dim, classes).to(device)
     params = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 10)
@@ -61,7 +62,7 @@ def train_supervised(encoder: VideoViT, bank: torch.Tensor, labels: torch.Tensor
         t = torch.from_numpy(np.stack([clip_indices(frames_per_video, T, int(s)) for s in starts]))
         crops = random_resized_crop_params(batch, (0.3, 1.0), (3 / 4, 4 / 3), False, gen)
         video = train_transform(bank[idx[:, None], t].to(device), cfg.img_size, crops)
-        logits = head(encoder(video).mean(dim=1))
+        logits = head(encoder(video))
         y = labels[idx].to(device)
         loss = F.cross_entropy(logits, y)
         loss.backward()
@@ -110,7 +111,8 @@ def main() -> None:
             train_acc = train_supervised(encoder, pool, pool_labels, args.pool_classes, steps, args.batch, args.lr,
                                          args.weight_decay, seed, device)
             row = {"recipe": "supervised-pool-labels", "device": platform.processor() or "cpu",
-                   "torch": torch.__version__, "lr": args.lr, "weight_decay": args.weight_decay, "seed": seed,
+                   "torch": torch.__version__, "lr": args.lr, "weight_decay": args.weight_decay, "head": "attentive",
+                   "seed": seed,
                    "budget": budget, "steps": steps, "kind": "final", "clip_steps": steps * args.batch,
                    "train_accuracy_last50": round(train_acc, 4), **evaluation.score(encoder),
                    "seconds": round(time.perf_counter() - t0)}
