@@ -6,10 +6,13 @@ on the demo's task. This script measures the head room that target sits in: for 
 the pico encoder from that seed's initialisation, plus the probe's attentive head on its tokens (a linear
 classifier on the mean token cannot read direction: mean pooling averages positions away), with
 cross-entropy on the pool's 12 class labels (the demo's 4 task classes among them; the pool's 600 videos, never
-the labelled set's), for the same clip-steps, batch, crops and learning-rate schedule shape as pretraining
-(no horizontal flips: they would swap move_left and move_right). The encoder is then scored against the same
-random init with the scaling study's probe protocol, and its rows carry the same fields, so ``scaling.py
---report`` reads them beside the recipes'.
+the labelled set's), for the same clip-steps, batch, clip sampling and crops as pretraining (no horizontal flips:
+they would swap move_left and move_right), AdamW with its own warm-up and cosine (``--lr``, ``--weight-decay``).
+The encoder is then scored against the same random init with the scaling study's probe protocol, and its rows
+carry the scaling rows' fields, so ``scaling.py --report`` reads them beside the recipes'.
+
+Measured (docs/scaling.md, seventh round): at 20k clip-steps it does not learn (pool training accuracy 36 %), and
+its frozen features read below random init.
 
     PYTHONPATH=src python bench/learning/supervised.py --seeds 1,2 --budgets 20000 --data-cache /tmp/c
 """
@@ -100,6 +103,10 @@ def main() -> None:
     pool_labels = torch.from_numpy(np.repeat(np.arange(args.pool_classes), args.pool_per_class))  # class-major
     if len(pool_labels) != len(pool):
         raise SystemExit(f"the cached pool holds {len(pool)} videos, expected {len(pool_labels)}")
+    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{mp.cpu_count()} CPU cores"
+    common = {"preset": "pico", "batch": args.batch, "pool_videos": len(pool), "labelled_videos": len(labels),
+              "difficulty": args.difficulty, "pool_background": args.pool_background, "device": machine,
+              "torch": torch.__version__, "python": platform.python_version()}
     for seed in [int(s) for s in args.seeds.split(",")]:
         evaluation = Evaluation(args, ArrayStore(labelled), labels, ArrayStore(twins), twin_idx, seed, device)
         cfg.train.seed = seed
@@ -110,10 +117,9 @@ def main() -> None:
             steps = budget // args.batch
             train_acc = train_supervised(encoder, pool, pool_labels, args.pool_classes, steps, args.batch, args.lr,
                                          args.weight_decay, seed, device)
-            row = {"recipe": "supervised-pool-labels", "device": platform.processor() or "cpu",
-                   "torch": torch.__version__, "lr": args.lr, "weight_decay": args.weight_decay, "head": "attentive",
-                   "seed": seed,
-                   "budget": budget, "steps": steps, "kind": "final", "clip_steps": steps * args.batch,
+            row = {**common, "recipe": "supervised-pool-labels", "lr": args.lr, "weight_decay": args.weight_decay,
+                   "head": "attentive", "seed": seed, "budget": budget, "steps": steps, "kind": "final",
+                   "clip_steps": steps * args.batch,
                    "train_accuracy_last50": round(train_acc, 4), **evaluation.score(encoder),
                    "seconds": round(time.perf_counter() - t0)}
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
