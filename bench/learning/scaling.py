@@ -165,6 +165,12 @@ RECIPES: dict[str, list[str]] = {
     # past the peak the clips' share of the token variance falls to ~0.04 while the hinge holds the local share
     # at ~0.5; here the clip component can meet it too
     "vicreg-free-0.7-lr1.5e-4-cov4-regcontent": [*DEFAULT_2026_12_06, "train.reg_on=content"],
+    # ... or with a predictor half as deep (2 blocks): 8 blocks read lower at 80k (linear +1.4 against +8.3), so a
+    # weaker predictor may leave more of the prediction's work, and of the clip's content, to the encoder
+    "vicreg-free-0.7-lr1.5e-4-cov4-preddepth2": [*DEFAULT_2026_12_06, "model.pred_depth=2"],
+    # ... or with 8-pixel tubelets (an 8x8 grid, 256 tokens at 64 px): with 16-pixel ones the actor's motion
+    # between time slices is often smaller than a patch; ~4.8x the cost per clip
+    "vicreg-free-0.7-lr1.5e-4-cov4-patch8": [*DEFAULT_2026_12_06, "model.patch_size=8"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
