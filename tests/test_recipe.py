@@ -18,9 +18,9 @@ from picojepa.errors import ConfigError, PicoJepaError
 from picojepa.masks import MaskSampler
 from picojepa.models import JEPA
 from picojepa.models.jepa import normalise_targets
-from picojepa.models.regularizers import epps_pulley, sigreg, vicreg
+from picojepa.models.regularizers import content_residual, epps_pulley, sigreg, vicreg
 from picojepa.probe.monitor import ProbeMonitor, knn_accuracy
-from picojepa.train.pretrain import Schedules, Trainer, initial_encoder, pretrain
+from picojepa.train.pretrain import Schedules, Trainer, build_optimizer, initial_encoder, pretrain
 from picojepa.train.schedules import capped_momenta
 
 
@@ -329,6 +329,31 @@ def test_clip_floor_penalises_clips_that_look_alike_and_only_when_asked():
     assert regs[1.0] - regs[0.0] == pytest.approx(0.5 - 1e-2, abs=1e-3)
     with pytest.raises(ConfigError, match="clip_reg_weight"):
         load_config("tiny", overrides=["train.regularizer=none", "train.clip_reg_weight=1"])
+
+
+def test_clip_sigreg_is_sigreg_on_the_projected_clip_means_and_trains_its_projector():
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    n = cfg.model.num_frames // cfg.model.tubelet_size * (cfg.model.img_size // cfg.model.patch_size) ** 2
+    keep, target = torch.arange(n // 2).expand(8, -1), torch.arange(n // 2, n).expand(8, -1)
+    video = torch.randn(8, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    model = JEPA(cfg.model, regularizer="vicreg", reg_weight=1.0, clip_reg_weight=0.5, clip_reg_projector=16)
+    plain = JEPA(cfg.model, regularizer="vicreg", reg_weight=1.0)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("clip_projector")})
+    out = model(video, keep, target, generator=torch.Generator().manual_seed(3))
+    extra = float(out.regularizer) - float(plain(video, keep, target).regularizer)
+    with torch.no_grad():  # by hand: scale-free tokens, minus each position's batch mean, averaged per clip
+        tokens = torch.nn.functional.layer_norm(model.encoder(video, keep), (cfg.model.embed_dim,))
+        means = content_residual(tokens, keep, n).view(tokens.shape).mean(dim=1)
+        expected = 0.5 * sigreg(model.clip_projector(means), 256, torch.Generator().manual_seed(3))
+    assert extra == pytest.approx(float(expected), rel=1e-4) and expected > 0
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.clip_projector.parameters())
+    trained = {id(p) for g in build_optimizer(model, cfg, torch.device("cpu")).param_groups for p in g["params"]}
+    assert {id(p) for p in model.clip_projector.parameters()} <= trained  # the projector learns with the encoder
+    load_config("tiny", overrides=["train.clip_reg_weight=0.05", "train.clip_reg_projector=16"])  # accepted
+    with pytest.raises(ConfigError, match="clip_reg_projector"):
+        load_config("tiny", overrides=["train.clip_reg_projector=16"])
 
 
 def test_position_free_targets_refuse_a_run_whose_batch_falls_to_one_clip(tmp_path, cache_dir):

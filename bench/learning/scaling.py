@@ -171,6 +171,11 @@ RECIPES: dict[str, list[str]] = {
     # ... or with 8-pixel tubelets (an 8x8 grid, 256 tokens at 64 px): with 16-pixel ones the actor's motion
     # between time slices is often smaller than a patch; ~4.8x the cost per clip
     "vicreg-free-0.7-lr1.5e-4-cov4-patch8": [*DEFAULT_2026_12_06, "model.patch_size=8"],
+    # ... plus LeJEPA's SIGReg (weight 0.05) on a 128-wide projection of each clip's mean context token: the
+    # variance floor on the mean token itself (fourth round) held the clip share but cost gain; through a
+    # projector only clips that look alike are pushed, and the probed tokens need not meet a set spread
+    "vicreg-free-0.7-lr1.5e-4-cov4-clipsigreg": [*DEFAULT_2026_12_06, "train.clip_reg_weight=0.05",
+                                                 "train.clip_reg_projector=128"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

@@ -116,6 +116,9 @@ class TrainConfig:
     # fall but not the turn, std 0.4 holds the share near 0.6 and costs most of the gain.
     clip_reg_weight: float = 0.0
     clip_reg_std: float = 0.5
+    # > 0: the clip term is SIGReg (LeJEPA) on an MLP projection of this width of each clip's mean token instead
+    # of the hinge (clip_reg_std unused): a push against clips that look alike that the probed tokens need not meet.
+    clip_reg_projector: int = 0
     # > 0: the regulariser acts on an MLP projection of this width of the tokens (VICReg's expander), not on the
     # probed tokens themselves.
     reg_projector: int = 0
@@ -341,6 +344,10 @@ def validate(cfg: Config) -> None:
                           f"got {cfg.train.target_layers}")
     if cfg.train.clip_reg_weight < 0 or cfg.train.clip_reg_std <= 0:
         raise ConfigError("train.clip_reg_weight must be ≥ 0 and train.clip_reg_std positive")
+    if cfg.train.clip_reg_projector < 0:
+        raise ConfigError(f"train.clip_reg_projector must be ≥ 0 (0: the hinge), got {cfg.train.clip_reg_projector}")
+    if cfg.train.clip_reg_projector > 0 and cfg.train.clip_reg_weight <= 0:
+        raise ConfigError("train.clip_reg_projector shapes the clip term: set train.clip_reg_weight > 0 too")
     if cfg.train.clip_reg_weight > 0 and cfg.train.regularizer == "none":
         raise ConfigError("train.clip_reg_weight adds to the regulariser: set train.regularizer too")
     if cfg.train.reg_projector < 0:

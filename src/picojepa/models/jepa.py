@@ -13,7 +13,7 @@ from torch import nn
 from ..config import BATCH_TARGET_NORMS, MaskConfig, ModelConfig
 from ..masks import context_tokens, mask_configs
 from .predictor import Predictor
-from .regularizers import content_residual, local_residual, regularizer_loss, vicreg
+from .regularizers import content_residual, local_residual, regularizer_loss, sigreg, vicreg
 from .vit import VideoViT, gather_tokens
 
 
@@ -41,7 +41,8 @@ class JEPA(nn.Module):
                  sigreg_directions: int = 256, reg_on: str = "local", target_norm: str = "layer",
                  vicreg_std: float = 0.7, targets: str = "ema", reg_scale_free: bool = True,
                  pixel_weight: float = 0.0, vicreg_cov_weight: float = 1.0, reg_projector: int = 0,
-                 target_layers: int = 1, clip_reg_weight: float = 0.0, clip_reg_std: float = 0.5) -> None:
+                 target_layers: int = 1, clip_reg_weight: float = 0.0, clip_reg_std: float = 0.5,
+                 clip_reg_projector: int = 0) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
@@ -64,6 +65,12 @@ class JEPA(nn.Module):
         # its push need not be met by the probed tokens themselves. Absent by default: old checkpoints load strictly.
         self.reg_projector = nn.Sequential(nn.Linear(cfg.embed_dim, reg_projector), nn.GELU(),
                                            nn.Linear(reg_projector, reg_projector)) if reg_projector > 0 else None
+        # > 0: the clip term is LeJEPA's SIGReg on an MLP projection (this width) of each clip's mean context
+        # token, not a variance hinge on the mean token itself: only clip embeddings that all look alike are
+        # pushed, through a head the probes never read.
+        self.clip_projector = nn.Sequential(nn.Linear(cfg.embed_dim, 4 * clip_reg_projector), nn.GELU(),
+                                            nn.Linear(4 * clip_reg_projector, clip_reg_projector)
+                                            ) if clip_reg_projector > 0 else None
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
@@ -134,7 +141,9 @@ class JEPA(nn.Module):
                 n = self.encoder.num_tokens
                 clips = torch.cat([content_residual(c, k, n).view(c.shape).mean(dim=1)
                                    for c, k in zip(contexts, keeps, strict=True)])
-                reg = reg + self.clip_reg_weight * vicreg(clips, self.clip_reg_std, cov_weight=0.0)
+                clip_term = (sigreg(self.clip_projector(clips), self.sigreg_directions, generator)
+                             if self.clip_projector is not None else vicreg(clips, self.clip_reg_std, cov_weight=0.0))
+                reg = reg + self.clip_reg_weight * clip_term
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
 
