@@ -176,6 +176,9 @@ RECIPES: dict[str, list[str]] = {
     # projector only clips that look alike are pushed, and the probed tokens need not meet a set spread
     "vicreg-free-0.7-lr1.5e-4-cov4-clipsigreg": [*DEFAULT_2026_12_06, "train.clip_reg_weight=0.05",
                                                  "train.clip_reg_projector=128"],
+    # ... or with an L2 prediction loss (I-JEPA's) instead of V-JEPA's L1: the actor's tokens are the hard ones to
+    # predict, and L2 weighs large errors more, where L1 weighs the many small background errors alike
+    "vicreg-free-0.7-lr1.5e-4-cov4-l2": [*DEFAULT_2026_12_06, "train.loss=l2"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
