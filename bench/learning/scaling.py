@@ -179,6 +179,10 @@ RECIPES: dict[str, list[str]] = {
     # ... or with an L2 prediction loss (I-JEPA's) instead of V-JEPA's L1: the actor's tokens are the hard ones to
     # predict, and L2 weighs large errors more, where L1 weighs the many small background errors alike
     "vicreg-free-0.7-lr1.5e-4-cov4-l2": [*DEFAULT_2026_12_06, "train.loss=l2"],
+    # ... or pretrained on whole frames (crop area 1, only the aspect and the flip still drawn): crops down to 30 %
+    # of the frame zoom in up to 1.8x, so the encoder trains on larger, faster actors than the probes show it,
+    # and a long run may specialise to that shifted distribution
+    "vicreg-free-0.7-lr1.5e-4-cov4-nocrop": [*DEFAULT_2026_12_06, "data.min_scale=1.0"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)
