@@ -354,6 +354,9 @@ def test_clip_sigreg_is_sigreg_on_the_projected_clip_means_and_trains_its_projec
     load_config("tiny", overrides=["train.clip_reg_weight=0.05", "train.clip_reg_projector=16"])  # accepted
     with pytest.raises(ConfigError, match="clip_reg_projector"):
         load_config("tiny", overrides=["train.clip_reg_projector=16"])
+    with pytest.raises(ConfigError, match="cannot both"):
+        load_config("tiny", overrides=["train.clip_reg_weight=0.05", "train.clip_reg_projector=16",
+                                       "train.reg_projector=32"])
 
 
 def test_position_free_targets_refuse_a_run_whose_batch_falls_to_one_clip(tmp_path, cache_dir):

@@ -348,6 +348,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.clip_reg_projector must be ≥ 0 (0: the hinge), got {cfg.train.clip_reg_projector}")
     if cfg.train.clip_reg_projector > 0 and cfg.train.clip_reg_weight <= 0:
         raise ConfigError("train.clip_reg_projector shapes the clip term: set train.clip_reg_weight > 0 too")
+    if cfg.train.clip_reg_projector > 0 and cfg.train.reg_projector > 0:  # its MLP reads the tokens' own width
+        raise ConfigError("train.clip_reg_projector and train.reg_projector cannot both be set")
     if cfg.train.clip_reg_weight > 0 and cfg.train.regularizer == "none":
         raise ConfigError("train.clip_reg_weight adds to the regulariser: set train.regularizer too")
     if cfg.train.reg_projector < 0:
