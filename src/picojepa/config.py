@@ -116,8 +116,9 @@ class TrainConfig:
     # fall but not the turn, std 0.4 holds the share near 0.6 and costs most of the gain.
     clip_reg_weight: float = 0.0
     clip_reg_std: float = 0.5
-    # > 0: the clip term is SIGReg (LeJEPA) on an MLP projection of this width of each clip's mean token instead
-    # of the hinge (clip_reg_std unused): a push against clips that look alike that the probed tokens need not meet.
+    # > 0: the clip term is SIGReg (LeJEPA) on an MLP projection (this output width, 4x as wide inside) of each
+    # clip's mean token instead of the hinge (clip_reg_std unused): a push against clips that look alike that the
+    # probed tokens need not meet.
     clip_reg_projector: int = 0
     # > 0: the regulariser acts on an MLP projection of this width of the tokens (VICReg's expander), not on the
     # probed tokens themselves.
