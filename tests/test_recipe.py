@@ -364,3 +364,23 @@ def test_position_free_targets_refuse_a_run_whose_batch_falls_to_one_clip(tmp_pa
     cfg = load_config("tiny", overrides=["train.target_norm=content", "train.batch_size=4", "train.epochs=1"])
     with pytest.raises(PicoJepaError, match="at least 2 clips"):
         pretrain(cfg, tmp_path / "one", tmp_path / "run", progress=False, cache_dir=cache_dir)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_frozen_patch_embedding_stays_at_its_initialisation_in_both_encoders(frozen):
+    from picojepa.train.pretrain import TrainBatch
+
+    cfg = load_config("tiny", overrides=[f"train.freeze_patch_embed={str(frozen).lower()}"])
+    trainer = Trainer(cfg, torch.device("cpu"), total_steps=4)
+    start = initial_encoder(cfg).state_dict()
+    frames = torch.randint(0, 255, (4, cfg.model.num_frames, 72, 72, 3), dtype=torch.uint8)
+    for step in range(4):
+        trainer.step(TrainBatch(frames, trainer.masks(4, [0, step]), step, []))
+    trained = {id(p) for p in trainer.params}
+    for encoder in (trainer.model.encoder, trainer.model.target_encoder):
+        for name in ("weight", "bias"):
+            value = getattr(encoder.patch_embed, name)
+            assert torch.equal(value, start[f"patch_embed.{name}"]) == frozen, name
+            assert (id(value) in trained) == (frozen is False and encoder is trainer.model.encoder)
+    # the layers above it learn either way
+    assert not torch.equal(trainer.model.encoder.blocks[0].attn.qkv.weight, start["blocks.0.attn.qkv.weight"])

@@ -183,6 +183,10 @@ RECIPES: dict[str, list[str]] = {
     # of the frame zoom in up to 1.8x, so the encoder trains on larger, faster actors than the probes show it,
     # and a long run may specialise to that shifted distribution
     "vicreg-free-0.7-lr1.5e-4-cov4-nocrop": [*DEFAULT_2026_12_06, "data.min_scale=1.0"],
+    # ... or with the tubelet embedding frozen at its random initialisation (MoCo v3): random init alone reads
+    # 53 % on the probes, and a long run may learn an input projection that drops the pixel detail the objective
+    # finds hard to predict (the actor's motion); frozen, every layer above still sees it
+    "vicreg-free-0.7-lr1.5e-4-cov4-frozenpatch": [*DEFAULT_2026_12_06, "train.freeze_patch_embed=true"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

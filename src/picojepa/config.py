@@ -145,6 +145,9 @@ class TrainConfig:
     # no EMA copy to save: the saved encoder is the context encoder.
     targets: str = "ema"
     teacher_run: str | None = None  # targets=frozen: a run folder whose encoder is the teacher
+    # Keep the tubelet embedding (patch_embed) at its random initialisation (MoCo v3's frozen patch projection):
+    # the encoder cannot learn to drop pixel detail at its input, whatever the objective finds easy to predict.
+    freeze_patch_embed: bool = False
     # > 0: the predictor also regresses the masked tubelets' normalised pixels (MSE, this weight) beside its
     # targets, an anchor of the features to their input.
     pixel_weight: float = 0.0

@@ -141,6 +141,8 @@ class Trainer:
                           clip_reg_std=t.clip_reg_std, clip_reg_projector=t.clip_reg_projector).to(device)
         if t.teacher_run:
             load_teacher(self.model, t.teacher_run)
+        if t.freeze_patch_embed:  # before the optimiser is built, so it never holds them
+            self.model.encoder.patch_embed.requires_grad_(False)
         self.optimizer = build_optimizer(self.model, cfg, device, fused_optimizer)
         self.schedules = Schedules(cfg, total_steps)
         self.masks = MaskSampler(self.model.encoder.grid, cfg.mask)
