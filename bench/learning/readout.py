@@ -5,7 +5,8 @@ the last k blocks, or their concatenation (V-JEPA 2's motion probes concatenate 
     PYTHONPATH=src python bench/learning/readout.py /tmp/snap/* --readouts last,mean4,concat4 --data-cache /tmp/c
 
 ``--probe-seeds N`` reads each encoder with N probe seeds (gains averaged: the fifth round of docs/scaling.md);
-``--centre-positions`` and ``--low-shot-matched-steps`` are the two read-out changes that round measured.
+``--centre-positions`` and ``--low-shot-matched-steps`` are the two read-out changes that round measured;
+``--labelled-per-class`` reads with a larger labelled set (tenth round).
 Snapshots of one seed per call (``--seed``): the random-init encoder is that seed's.
 """
 
@@ -70,10 +71,12 @@ def main() -> None:
                     help="probe tokens minus each position's mean over the training videos")
     ap.add_argument("--low-shot-matched-steps", action="store_true",
                     help="low-shot heads train for as many steps as the full-data head")
+    ap.add_argument("--labelled-per-class", type=positive_int, default=400,
+                    help="labelled videos per class (split 50/10/40 %% as always): does a turn hold with more labels?")
     args = ap.parse_args()
     # the scaling study's evaluation settings (demo task, probe grid, 2 clips, low-shot 10 and 25)
     args.num_clips, args.probe_epochs, args.low_shot, args.twins = 2, 40, [10, 25], 128
-    args.difficulty, args.pool_classes, args.pool_per_class, args.labelled_per_class = "medium", 12, 50, 400
+    args.difficulty, args.pool_classes, args.pool_per_class = "medium", 12, 50
     args.pool_background = "static"  # only the labelled set is read, and it is static whatever the pool was
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,6 +92,7 @@ def main() -> None:
             t = time.perf_counter()
             meta = json.loads((Path(run) / "config.json").read_text())
             row = {"run": Path(run).name, "readout": name, "recipe": Path(run).name, "seed": args.seed,
+                   "labelled_per_class": args.labelled_per_class,
                    "kind": "snapshot", "clip_steps": meta["clip_steps"],
                    **evaluation.score(readout(load_encoder(run), name)), "seconds": round(time.perf_counter() - t)}
             with open(args.out, "a") as f:
