@@ -187,8 +187,8 @@ RECIPES: dict[str, list[str]] = {
     # 53 % on the probes, and a long run may learn an input projection that drops the pixel detail the objective
     # finds hard to predict (the actor's motion); frozen, every layer above still sees it
     "vicreg-free-0.7-lr1.5e-4-cov4-frozenpatch": [*DEFAULT_2026_12_06, "train.freeze_patch_embed=true"],
-    # ... or with ViT-Tiny's depth (12 blocks instead of 8: 4.7 M encoder parameters instead of 3.3 M, past the brief): a
-    # diagnostic, not a candidate default. Does a larger encoder turn later, i.e. is the turn the pico size's limit?
+    # ... or with ViT-Tiny's depth (12 blocks instead of 8: 4.7 M encoder parameters instead of 3.3 M, past the
+    # brief): a diagnostic, not a candidate default. Does a larger encoder turn later (is the turn pico's limit)?
     "vicreg-free-0.7-lr1.5e-4-cov4-depth12": [*DEFAULT_2026_12_06, "model.depth=12"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
