@@ -375,6 +375,9 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
             raise PicoJepaError("--resume: the data or data settings differ from the interrupted run's")
         if state.get("config", {}).get("model") != cfg.to_dict()["model"]:
             raise PicoJepaError("--resume: the model config differs from the interrupted run's")
+        if state.get("config", {}).get("train", {}).get("freeze_patch_embed", False) != cfg.train.freeze_patch_embed:
+            raise PicoJepaError("--resume: train.freeze_patch_embed differs from the interrupted run's (the optimiser "
+                                "holds a different set of weights)")
         start_step = trainer.load_state(state)
         skipped = state.get("skipped", skipped)
         if main:
