@@ -384,3 +384,39 @@ def test_frozen_patch_embedding_stays_at_its_initialisation_in_both_encoders(fro
             assert (id(value) in trained) == (frozen is False and encoder is trainer.model.encoder)
     # the layers above it learn either way
     assert not torch.equal(trainer.model.encoder.blocks[0].attn.qkv.weight, start["blocks.0.attn.qkv.weight"])
+
+
+def test_global_term_is_one_minus_the_batch_correlation_and_trains_its_head():
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    n = cfg.model.num_frames // cfg.model.tubelet_size * (cfg.model.img_size // cfg.model.patch_size) ** 2
+    keep, target = torch.arange(n // 2).expand(8, -1), torch.arange(n // 2, n).expand(8, -1)
+    # clips that differ as wholes (brightness), not only in their noise: their mean tokens then differ
+    video = torch.randn(8, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
+    video = video + 0.3 * torch.randn(8, 3, 1, 1, 1)
+    model = JEPA(cfg.model, regularizer="vicreg", reg_weight=1.0, global_weight=0.5)
+    plain = JEPA(cfg.model, regularizer="vicreg", reg_weight=1.0)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("global_head")})
+    out, base = model(video, keep, target), plain(video, keep, target)
+    assert float(out.prediction_loss) == pytest.approx(float(base.prediction_loss), rel=1e-6)  # logged apart
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.global_head.parameters())
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    trained = {id(p) for g in build_optimizer(model, cfg, torch.device("cpu")).param_groups for p in g["params"]}
+    assert {id(p) for p in model.global_head.parameters()} <= trained  # the head learns with the encoder
+    # Without a head the prediction is the visible half's mean token; the term is then 1 − its per-dimension
+    # correlation over the batch with the teacher's whole-clip mean token (weight 0.5), and 0 when all is visible.
+    model.global_head = torch.nn.Identity()
+    with torch.no_grad():
+        predicted = model.encoder(video, keep).mean(dim=1)
+        teacher = torch.nn.functional.layer_norm(model.target_encoder(video), (cfg.model.embed_dim,)).mean(dim=1)
+        corr = torch.stack([torch.corrcoef(torch.stack([predicted[:, d], teacher[:, d]]))[0, 1]
+                            for d in range(cfg.model.embed_dim)]).mean()
+        extra = float(model(video, keep, target).loss) - float(base.loss)
+        assert 0.2 < corr < 0.99 and extra == pytest.approx(0.5 * float(1 - corr), rel=1e-3)
+        everything = torch.arange(n).expand(8, -1)
+        whole = float(model(video, everything, target).loss) - float(plain(video, everything, target).loss)
+        assert abs(whole) < 1e-3
+    for bad in (["train.global_weight=-1"], ["train.global_weight=0.5", "train.targets=pixels"]):
+        with pytest.raises(ConfigError, match="global_weight"):
+            load_config("tiny", overrides=bad)

@@ -1,6 +1,7 @@
 """Which layers should a frozen probe read? Saved encoders (``scaling.py --snapshots``) scored against their
 random initialisation with the experiment's probe protocol, reading the last block (the default), the mean of
-the last k blocks, or their concatenation (V-JEPA 2's motion probes concatenate the last four).
+the last k blocks, their concatenation (V-JEPA 2's motion probes concatenate the last four), or one block
+``blockK`` (an intermediate layer: does it keep what the last block loses in long runs?).
 
     PYTHONPATH=src python bench/learning/readout.py /tmp/snap/* --readouts last,mean4,concat4 --data-cache /tmp/c
 
@@ -31,12 +32,14 @@ from picojepa.train.pretrain import initial_encoder
 
 class LayerReadout(nn.Module):
     """An encoder whose tokens are its last ``k`` blocks' outputs (each through the final LayerNorm), averaged
-    (``mean``) or concatenated (``concat``)."""
+    (``mean``) or concatenated (``concat``), or block ``k``'s alone (``block``, counted from 1)."""
 
     def __init__(self, encoder: VideoViT, k: int, how: str) -> None:
         super().__init__()
         self.encoder, self.k, self.how = encoder, k, how
         self.cfg, self.num_tokens = encoder.cfg, encoder.num_tokens
+        if not 1 <= k <= len(encoder.blocks):
+            raise SystemExit(f"{how}{k}: the encoder has {len(encoder.blocks)} blocks")
         self.embed_dim = encoder.embed_dim * (k if how == "concat" else 1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
@@ -44,6 +47,8 @@ class LayerReadout(nn.Module):
         for block in self.encoder.blocks:
             x = block(x)
             outputs.append(self.encoder.norm(x))
+        if self.how == "block":
+            return outputs[self.k - 1]
         last = outputs[-self.k:]
         return torch.stack(last).mean(0) if self.how == "mean" else torch.cat(last, dim=-1)
 

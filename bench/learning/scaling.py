@@ -190,6 +190,10 @@ RECIPES: dict[str, list[str]] = {
     # ... or with ViT-Tiny's depth (12 blocks instead of 8: 4.7 M encoder parameters instead of 3.3 M, past the
     # brief): a diagnostic, not a candidate default. Does a larger encoder turn later (is the turn pico's limit)?
     "vicreg-free-0.7-lr1.5e-4-cov4-depth12": [*DEFAULT_2026_12_06, "model.depth=12"],
+    # ... plus a clip-level term (Masked Siamese Networks, weight 0.5): an MLP on each mask's mean context token
+    # predicts the clip's mean target token, standardised over the batch. Read with 4x the labels, long runs lose
+    # label efficiency, not information (tenth round); invariance to masking is what MSN buys label efficiency with
+    "vicreg-free-0.7-lr1.5e-4-cov4-global0.5": [*DEFAULT_2026_12_06, "train.global_weight=0.5"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

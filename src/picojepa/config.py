@@ -120,6 +120,10 @@ class TrainConfig:
     # clip's mean token instead of the hinge (clip_reg_std unused): a push against clips that look alike that the
     # probed tokens need not meet.
     clip_reg_projector: int = 0
+    # > 0: an MLP on each mask's mean context token also predicts the clip's mean target token (full view),
+    # standardised over the batch (Masked Siamese Networks' invariance to masking, for label efficiency), with this
+    # weight beside the prediction loss. Needs a teacher (targets ema or frozen) and a batch of at least 2.
+    global_weight: float = 0.0
     # > 0: the regulariser acts on an MLP projection of this width of the tokens (VICReg's expander), not on the
     # probed tokens themselves.
     reg_projector: int = 0
@@ -356,6 +360,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.clip_reg_projector and train.reg_projector cannot both be set")
     if cfg.train.clip_reg_weight > 0 and cfg.train.regularizer == "none":
         raise ConfigError("train.clip_reg_weight adds to the regulariser: set train.regularizer too")
+    if cfg.train.global_weight < 0:
+        raise ConfigError(f"train.global_weight must be ≥ 0, got {cfg.train.global_weight}")
+    if cfg.train.global_weight > 0 and (cfg.train.targets not in ("ema", "frozen") or cfg.train.batch_size < 2):
+        raise ConfigError("train.global_weight predicts the teacher's clip embedding, standardised over the batch: "
+                          "it needs train.targets ema or frozen and train.batch_size ≥ 2")
     if cfg.train.reg_projector < 0:
         raise ConfigError(f"train.reg_projector must be ≥ 0 (0: no projector), got {cfg.train.reg_projector}")
     if not 0.0 < cfg.train.ema_max_init_fraction <= 1.0:

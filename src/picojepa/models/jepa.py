@@ -42,7 +42,7 @@ class JEPA(nn.Module):
                  vicreg_std: float = 0.7, targets: str = "ema", reg_scale_free: bool = True,
                  pixel_weight: float = 0.0, vicreg_cov_weight: float = 1.0, reg_projector: int = 0,
                  target_layers: int = 1, clip_reg_weight: float = 0.0, clip_reg_std: float = 0.5,
-                 clip_reg_projector: int = 0) -> None:
+                 clip_reg_projector: int = 0, global_weight: float = 0.0) -> None:
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
@@ -71,6 +71,12 @@ class JEPA(nn.Module):
         self.clip_projector = nn.Sequential(nn.Linear(cfg.embed_dim, 4 * clip_reg_projector), nn.GELU(),
                                             nn.Linear(4 * clip_reg_projector, clip_reg_projector)
                                             ) if clip_reg_projector > 0 else None
+        # > 0: MSN's idea in a JEPA: an MLP on each mask's mean context token predicts the clip's mean target
+        # token (full view), both standardised over the batch per dimension, so the probed tokens' pooled view
+        # must carry what tells clips apart whatever is masked. Absent by default: old checkpoints load strictly.
+        self.global_weight = global_weight
+        self.global_head = nn.Sequential(nn.Linear(cfg.embed_dim, 4 * cfg.embed_dim), nn.GELU(),
+                                         nn.Linear(4 * cfg.embed_dim, cfg.embed_dim)) if global_weight > 0 else None
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
@@ -118,6 +124,8 @@ class JEPA(nn.Module):
             else:
                 losses.append(jepa_loss(self.predictor(context, k, t), targets, self.loss_name))
         prediction = torch.stack(losses).mean()
+        clip_level = (self.global_weight * self.global_loss(contexts, feats)
+                      if self.global_head is not None and self.targets in ("ema", "frozen") else None)
         reg = torch.zeros((), device=video.device)
         if self.regularizer != "none" and self.reg_weight > 0:
             if self.gather_embeddings is not None:  # data parallel: the global batch, in single-process order
@@ -145,7 +153,24 @@ class JEPA(nn.Module):
                              if self.clip_projector is not None else vicreg(clips, self.clip_reg_std, cov_weight=0.0))
                 reg = reg + self.clip_reg_weight * clip_term
         loss = prediction + self.reg_weight * reg if self.regularizer != "none" else prediction
+        if clip_level is not None:  # optimised, not logged: prediction_loss stays comparable across recipes
+            loss = loss + clip_level
         return StepOutput(loss, first_targets, prediction.detach(), reg.detach())
+
+    def global_loss(self, contexts: list[torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
+        """1 − the mean per-dimension correlation, over the batch, between the head's prediction from each mask's
+        mean context token and the clip's mean target token: what all clips share costs nothing, and a constant
+        prediction scores 1."""
+        target = feats.mean(dim=1).float()
+        if self.gather_embeddings is not None:
+            target = self.gather_embeddings(target)
+        terms = []
+        for context in contexts:
+            predicted = self.global_head(context.float().mean(dim=1))
+            if self.gather_embeddings is not None:
+                predicted = self.gather_embeddings(predicted)
+            terms.append(0.5 * (standardised(predicted) - standardised(target)).pow(2).mean())
+        return torch.stack(terms).mean()
 
     def target_tokens(self, video: torch.Tensor) -> torch.Tensor:
         """The target encoder's tokens (B, N, D): its output, or the mean of its last ``target_layers`` blocks,
@@ -171,6 +196,12 @@ class JEPA(nn.Module):
         else:
             for t, o in zip(tgt, online, strict=True):
                 t.lerp_(o, 1.0 - momentum)
+
+
+def standardised(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(B, D) rows minus their batch mean, over their batch std, per dimension."""
+    centred = x - x.mean(dim=0, keepdim=True)
+    return centred / centred.pow(2).mean(dim=0, keepdim=True).add(eps).sqrt()
 
 
 def normalise_targets(feats: torch.Tensor, kind: str = "layer", time_slices: int = 1) -> torch.Tensor:

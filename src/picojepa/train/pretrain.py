@@ -50,7 +50,7 @@ class PretrainResult:
 
 def build_optimizer(model: JEPA, cfg: Config, device: torch.device, fused: bool | None = None) -> torch.optim.Optimizer:
     """AdamW; weight decay only on ≥2-D weights (matrices, conv kernels), never on norms and biases."""
-    heads = [h for h in (model.reg_projector, model.clip_projector) if h is not None]
+    heads = [h for h in (model.reg_projector, model.clip_projector, model.global_head) if h is not None]
     modules = [model.encoder, model.predictor, *heads]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -138,7 +138,8 @@ class Trainer:
                           t.target_norm, t.vicreg_std, t.targets, t.reg_scale_free, t.pixel_weight,
                           vicreg_cov_weight=t.vicreg_cov_weight, reg_projector=t.reg_projector,
                           target_layers=t.target_layers, clip_reg_weight=t.clip_reg_weight,
-                          clip_reg_std=t.clip_reg_std, clip_reg_projector=t.clip_reg_projector).to(device)
+                          clip_reg_std=t.clip_reg_std, clip_reg_projector=t.clip_reg_projector,
+                          global_weight=t.global_weight).to(device)
         if t.teacher_run:
             load_teacher(self.model, t.teacher_run)
         if t.freeze_patch_embed:  # before the optimiser is built, so it never holds them
