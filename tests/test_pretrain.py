@@ -66,11 +66,14 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(video_folder, tmp_pa
     assert [json.loads(r)["loss"] for r in full_rows] == [json.loads(r)["loss"] for r in cut_rows]
 
 
-def test_resume_refuses_a_changed_patch_embedding_freeze(video_folder, tmp_path, cache_dir):
+def test_resume_refuses_settings_that_change_the_trained_weights(video_folder, tmp_path, cache_dir):
     cfg = tiny(epochs=2)
     pretrain(cfg, video_folder, tmp_path / "cut", progress=False, cache_dir=cache_dir, max_steps=2)
     cfg.train.freeze_patch_embed = True  # the optimiser would hold a different set of weights
     with pytest.raises(PicoJepaError, match="freeze_patch_embed"):
+        pretrain(cfg, video_folder, tmp_path / "cut", resume=True, progress=False, cache_dir=cache_dir)
+    cfg.train.freeze_patch_embed, cfg.train.global_weight = False, 0.5  # the model would have one more head
+    with pytest.raises(PicoJepaError, match="global_weight"):
         pretrain(cfg, video_folder, tmp_path / "cut", resume=True, progress=False, cache_dir=cache_dir)
 
 

@@ -314,11 +314,16 @@ def test_target_layers_average_the_teacher_s_last_blocks():
             load_config("tiny", overrides=[f"train.target_layers={bad}"])
 
 
+def half_masks(cfg, batch: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The tiny model's token count, and for every clip of a batch the first half as context, the rest as target."""
+    n = cfg.model.num_frames // cfg.model.tubelet_size * (cfg.model.img_size // cfg.model.patch_size) ** 2
+    return n, torch.arange(n // 2).expand(batch, -1), torch.arange(n // 2, n).expand(batch, -1)
+
+
 def test_clip_floor_penalises_clips_that_look_alike_and_only_when_asked():
     cfg = preset("tiny")
     torch.manual_seed(0)
-    n = cfg.model.num_frames // cfg.model.tubelet_size * (cfg.model.img_size // cfg.model.patch_size) ** 2
-    keep, target = torch.arange(n // 2).expand(4, -1), torch.arange(n // 2, n).expand(4, -1)
+    _, keep, target = half_masks(cfg, 4)
     same = torch.randn(1, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size).expand(4, -1, -1, -1, -1)
     regs = {}
     for weight in (0.0, 1.0):
@@ -334,8 +339,7 @@ def test_clip_floor_penalises_clips_that_look_alike_and_only_when_asked():
 def test_clip_sigreg_is_sigreg_on_the_projected_clip_means_and_trains_its_projector():
     cfg = preset("tiny")
     torch.manual_seed(0)
-    n = cfg.model.num_frames // cfg.model.tubelet_size * (cfg.model.img_size // cfg.model.patch_size) ** 2
-    keep, target = torch.arange(n // 2).expand(8, -1), torch.arange(n // 2, n).expand(8, -1)
+    n, keep, target = half_masks(cfg, 8)
     video = torch.randn(8, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
     model = JEPA(cfg.model, regularizer="vicreg", reg_weight=1.0, clip_reg_weight=0.5, clip_reg_projector=16)
     plain = JEPA(cfg.model, regularizer="vicreg", reg_weight=1.0)
@@ -389,8 +393,7 @@ def test_frozen_patch_embedding_stays_at_its_initialisation_in_both_encoders(fro
 def test_global_term_is_one_minus_the_batch_correlation_and_trains_its_head():
     cfg = preset("tiny")
     torch.manual_seed(0)
-    n = cfg.model.num_frames // cfg.model.tubelet_size * (cfg.model.img_size // cfg.model.patch_size) ** 2
-    keep, target = torch.arange(n // 2).expand(8, -1), torch.arange(n // 2, n).expand(8, -1)
+    n, keep, target = half_masks(cfg, 8)
     # clips that differ as wholes (brightness), not only in their noise: their mean tokens then differ
     video = torch.randn(8, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
     video = video + 0.3 * torch.randn(8, 3, 1, 1, 1)
@@ -420,3 +423,5 @@ def test_global_term_is_one_minus_the_batch_correlation_and_trains_its_head():
     for bad in (["train.global_weight=-1"], ["train.global_weight=0.5", "train.targets=pixels"]):
         with pytest.raises(ConfigError, match="global_weight"):
             load_config("tiny", overrides=bad)
+    with pytest.raises(ValueError, match="global_weight"):
+        JEPA(cfg.model, targets="pixels", global_weight=0.5)

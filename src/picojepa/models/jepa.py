@@ -46,6 +46,8 @@ class JEPA(nn.Module):
         super().__init__()
         if targets not in ("ema", "frozen", "pixels", "motion"):
             raise ValueError(f"unknown targets {targets!r}")
+        if global_weight > 0 and targets not in ("ema", "frozen"):
+            raise ValueError("the clip-level term (global_weight) predicts a teacher's tokens: targets ema or frozen")
         self.cfg, self.targets = cfg, targets
         self.loss_name, self.target_norm = loss, target_norm
         self.regularizer, self.reg_weight, self.sigreg_directions = regularizer, reg_weight, sigreg_directions
@@ -124,8 +126,7 @@ class JEPA(nn.Module):
             else:
                 losses.append(jepa_loss(self.predictor(context, k, t), targets, self.loss_name))
         prediction = torch.stack(losses).mean()
-        clip_level = (self.global_weight * self.global_loss(contexts, feats)
-                      if self.global_head is not None and self.targets in ("ema", "frozen") else None)
+        clip_level = self.global_weight * self.global_loss(contexts, feats) if self.global_head is not None else None
         reg = torch.zeros((), device=video.device)
         if self.regularizer != "none" and self.reg_weight > 0:
             if self.gather_embeddings is not None:  # data parallel: the global batch, in single-process order

@@ -48,6 +48,22 @@ class PretrainResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Train settings that add or freeze weights, with their defaults (what a checkpoint from before them ran with).
+WEIGHT_LAYOUT_SETTINGS = {"freeze_patch_embed": False, "reg_projector": 0, "clip_reg_projector": 0,
+                          "global_weight": 0.0}
+
+
+def weight_layout_changes(saved_train: dict[str, Any], cfg: Config) -> list[str]:
+    """Those settings on which a checkpoint's run and ``cfg`` differ in the weights they make."""
+    def layout(train: dict[str, Any]) -> dict[str, Any]:
+        values = {k: train.get(k, default) for k, default in WEIGHT_LAYOUT_SETTINGS.items()}
+        values["global_weight"] = values["global_weight"] > 0  # its value adds no weights; being on does
+        return values
+
+    now, saved = layout(cfg.to_dict()["train"]), layout(saved_train)
+    return [f"train.{k}" for k in now if now[k] != saved[k]]
+
+
 def build_optimizer(model: JEPA, cfg: Config, device: torch.device, fused: bool | None = None) -> torch.optim.Optimizer:
     """AdamW; weight decay only on ≥2-D weights (matrices, conv kernels), never on norms and biases."""
     heads = [h for h in (model.reg_projector, model.clip_projector, model.global_head) if h is not None]
@@ -376,9 +392,10 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
             raise PicoJepaError("--resume: the data or data settings differ from the interrupted run's")
         if state.get("config", {}).get("model") != cfg.to_dict()["model"]:
             raise PicoJepaError("--resume: the model config differs from the interrupted run's")
-        if state.get("config", {}).get("train", {}).get("freeze_patch_embed", False) != cfg.train.freeze_patch_embed:
-            raise PicoJepaError("--resume: train.freeze_patch_embed differs from the interrupted run's (the optimiser "
-                                "holds a different set of weights)")
+        changed = weight_layout_changes(state.get("config", {}).get("train", {}), cfg)
+        if changed:
+            raise PicoJepaError(f"--resume: {', '.join(changed)} differ(s) from the interrupted run's (the model or "
+                                "its optimiser would hold a different set of weights)")
         start_step = trainer.load_state(state)
         skipped = state.get("skipped", skipped)
         if main:
