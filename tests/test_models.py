@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from picojepa import embed_frames
 from picojepa.config import MaskConfig, preset
 from picojepa.masks import MaskGenerator, context_tokens
 from picojepa.models import JEPA, VideoViT, encoder_flops_per_clip, train_flops_per_clip
+from picojepa.models.vit import drop_branch
 
 
 @pytest.fixture()
@@ -144,3 +147,36 @@ def test_learned_positions_option():
     encoder = VideoViT(cfg)
     assert "pos_embed" in dict(encoder.named_parameters())
     assert np.isfinite(encoder(torch.randn(1, 3, 8, 64, 64)).sum().item())
+
+
+def test_drop_path_is_off_in_eval_and_per_clip_in_training(tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, drop_path=0.5)
+    encoder = VideoViT(cfg)
+    rates = [block.drop_path for block in encoder.blocks]
+    assert rates[0] == 0.0 and rates[-1] == 0.5 and rates == sorted(rates)
+    plain = VideoViT(tiny_cfg)
+    plain.load_state_dict(encoder.state_dict())  # the option adds no weights
+    video = torch.randn(8, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    with torch.no_grad():
+        assert torch.equal(encoder.eval()(video), plain.eval()(video))
+        encoder.train()
+        torch.manual_seed(1)
+        noisy = encoder(video)
+        # Each clip either keeps the last block's branch or drops it: some clips must differ from eval ...
+        differs = [not torch.allclose(noisy[b], plain(video[b:b + 1])[0], atol=1e-5) for b in range(8)]
+        assert any(differs)
+        # ... and one clip's draw never touches another clip: alone or in the batch, the same draw, the same output.
+        torch.manual_seed(1)
+        again = encoder(video)
+    assert torch.equal(noisy, again)
+
+
+def test_drop_path_keeps_the_branch_expectation():
+    torch.manual_seed(0)
+    branch = torch.ones(20000, 3, 4)
+    out = drop_branch(branch, 0.25, training=True)
+    per_clip = out[:, 0, 0]
+    values = per_clip.unique()  # whole clips dropped, the rest rescaled
+    assert len(values) == 2 and values[0] == 0.0 and abs(float(values[1]) - 4 / 3) < 1e-6
+    assert abs(float(out.mean()) - 1.0) < 0.02
+    assert torch.equal(drop_branch(branch, 0.25, training=False), branch)

@@ -194,6 +194,9 @@ RECIPES: dict[str, list[str]] = {
     # predicts the clip's mean target token, standardised over the batch. Read with 4x the labels, long runs lose
     # label efficiency, not information (tenth round); invariance to masking is what MSN buys label efficiency with
     "vicreg-free-0.7-lr1.5e-4-cov4-global0.5": [*DEFAULT_2026_12_06, "train.global_weight=0.5"],
+    # ... or with stochastic depth in the context encoder (0 → 0.1 over the blocks), the regulariser supervised ViTs
+    # train long with: does a long run turn because nothing stops it fitting the pool's own predictions?
+    "vicreg-free-0.7-lr1.5e-4-cov4-droppath0.1": [*DEFAULT_2026_12_06, "model.drop_path=0.1"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

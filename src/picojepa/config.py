@@ -29,6 +29,9 @@ class ModelConfig:
     mlp_ratio: float = 3.0
     pos_embed: str = "sincos"  # sincos | learned
     qkv_bias: bool = True
+    # Stochastic depth of the encoder in training (the last block's rate; 0 at the first): a regulariser of long
+    # runs in supervised ViTs, tried here against the turn of pretraining gains with compute (docs/scaling.md).
+    drop_path: float = 0.0
     pred_embed_dim: int = 96
     pred_depth: int = 4
     pred_num_heads: int = 4
@@ -307,6 +310,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.num_frames ({m.num_frames}) must be a multiple of model.tubelet_size ({m.tubelet_size})"
         )
+    if not 0.0 <= m.drop_path < 1.0:
+        raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
     if m.embed_dim % m.num_heads or m.pred_embed_dim % m.pred_num_heads:
         raise ConfigError("embedding widths must be divisible by their number of heads")
     if m.pos_embed not in ("sincos", "learned"):

@@ -70,19 +70,30 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block."""
+def drop_branch(branch: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: in training, zero a residual branch for a random ``rate`` of the clips (rescaling the
+    rest so its expectation is unchanged); the identity otherwise."""
+    if rate <= 0.0 or not training:
+        return branch
+    keep = torch.rand(branch.shape[0], *([1] * (branch.dim() - 1)), device=branch.device) >= rate
+    return branch * keep.to(branch.dtype) / (1.0 - rate)
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool = True) -> None:
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block, with stochastic depth (``drop_path``) on both branches in training."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool = True,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_branch(self.attn(self.norm1(x)), self.drop_path, self.training)
+        return x + drop_branch(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class Embedding(NamedTuple):
@@ -117,8 +128,10 @@ class VideoViT(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         else:
             self.register_buffer("pos_embed", sincos_3d(self.grid, cfg.embed_dim)[None], persistent=False)
+        # Stochastic depth rising linearly from 0 at the first block to drop_path at the last (DeiT's rule).
+        rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias) for _ in range(cfg.depth)
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, rate) for rate in rates
         )
         self.norm = nn.LayerNorm(cfg.embed_dim)
         self.apply(init_weights)
