@@ -168,6 +168,35 @@ def test_two_masks_average_their_losses():
     assert torch.allclose(both, (one + other) / 2, atol=1e-6)
 
 
+def test_init_anchor_pulls_the_encoder_back_to_its_initialisation():
+    from picojepa.train.pretrain import TrainBatch
+
+    def after_one_step(anchor: float) -> tuple[Trainer, dict[str, torch.Tensor]]:
+        cfg = preset("tiny")
+        cfg.train.init_anchor = anchor
+        trainer = Trainer(cfg, torch.device("cpu"), total_steps=100)
+        frames = torch.randint(0, 255, (4, cfg.model.num_frames, 72, 72, 3), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(0))
+        trainer.step(TrainBatch(frames, trainer.masks(4, [0, 50]), 50, []))
+        return trainer, {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+
+    start = {k: v.clone() for k, v in initial_encoder(preset("tiny")).state_dict().items()}
+    free, moved = after_one_step(0.0)
+    assert free.anchor is None
+    qkv = "blocks.0.attn.qkv.weight"
+    assert not torch.equal(moved[qkv], start[qkv])
+    # a pull of lr × anchor = 1 puts every weight back at its start after the step
+    full = 1.0 / Schedules(preset("tiny"), 100).lr(50)
+    _, pulled = after_one_step(full)
+    for name, value in pulled.items():
+        assert torch.allclose(value, start[name], atol=1e-6), name
+    # a weaker pull moves each weight part of the way: (1 − lr·anchor) of the free step's change
+    half = after_one_step(full / 2)[1]
+    assert torch.allclose(half[qkv] - start[qkv], (moved[qkv] - start[qkv]) / 2, atol=1e-6)
+    with pytest.raises(ConfigError, match="init_anchor"):
+        load_config("tiny", overrides=["train.init_anchor=-1"])
+
+
 def test_initial_encoder_is_the_trainers_starting_point():
     cfg = preset("tiny")
     cfg.train.seed = 5

@@ -197,6 +197,12 @@ RECIPES: dict[str, list[str]] = {
     # ... or with stochastic depth in the context encoder (0 → 0.1 over the blocks), the regulariser supervised ViTs
     # train long with: does a long run turn because nothing stops it fitting the pool's own predictions?
     "vicreg-free-0.7-lr1.5e-4-cov4-droppath0.1": [*DEFAULT_2026_12_06, "model.drop_path=0.1"],
+    "vicreg-free-0.7-lr1.5e-4-cov4-droppath0.3": [*DEFAULT_2026_12_06, "model.drop_path=0.3"],
+    # ... or with the encoder's weights pulled back towards their initialisation (L2-SP, lr × 5 × the distance per
+    # step: a time constant of ~1,400 steps, about half an 80k run): the default's encoder is its init plus a 9 %
+    # change at its 20k peak and 28 % at 80k, and its random init reads as well as any pretrained encoder with 4×
+    # the labels. Does holding the change near the peak's size keep the peak's gain?
+    "vicreg-free-0.7-lr1.5e-4-cov4-anchor5": [*DEFAULT_2026_12_06, "train.init_anchor=5.0"],
 }
 LABELLED = ("move_right", "rotate_cw", "approach", "oscillate")  # the demo's task
 FRACTIONS = (0.5, 0.1, 0.4)

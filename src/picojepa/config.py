@@ -160,6 +160,11 @@ class TrainConfig:
     # > 0: the predictor also regresses the masked tubelets' normalised pixels (MSE, this weight) beside its
     # targets, an anchor of the features to their input.
     pixel_weight: float = 0.0
+    # > 0: after every step the context encoder's weights are pulled back towards their initialisation by
+    # lr × this × (weight − initial weight) (L2-SP, a decay towards the start instead of towards 0). Why: the
+    # default's encoder is its init plus a 9 % change at the peak (20k clip-steps) and 28 % at 80k, and with 4×
+    # the labels its random init reads as well as any pretrained encoder (docs/scaling.md, twelfth round).
+    init_anchor: float = 0.0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of every epoch
@@ -310,6 +315,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.num_frames ({m.num_frames}) must be a multiple of model.tubelet_size ({m.tubelet_size})"
         )
+    if cfg.train.init_anchor < 0:
+        raise ConfigError(f"train.init_anchor must be ≥ 0, got {cfg.train.init_anchor}")
     if not 0.0 <= m.drop_path < 1.0:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
     if m.embed_dim % m.num_heads or m.pred_embed_dim % m.pred_num_heads:

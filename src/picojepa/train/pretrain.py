@@ -156,6 +156,10 @@ class Trainer:
                           target_layers=t.target_layers, clip_reg_weight=t.clip_reg_weight,
                           clip_reg_std=t.clip_reg_std, clip_reg_projector=t.clip_reg_projector,
                           global_weight=t.global_weight).to(device)
+        # The encoder's initial weights, for the pull towards them (train.init_anchor): rebuilt from the seed on
+        # resume, since a run always starts from the same initialisation.
+        self.anchor = ([p for p in self.model.encoder.parameters()],
+                       [p.detach().clone() for p in self.model.encoder.parameters()]) if t.init_anchor > 0 else None
         if t.teacher_run:
             load_teacher(self.model, t.teacher_run)
         if t.freeze_patch_embed:  # before the optimiser is built, so it never holds them
@@ -210,6 +214,9 @@ class Trainer:
         if self.cfg.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip, foreach=True)
         self.optimizer.step()
+        if self.anchor is not None:  # decoupled like AdamW's decay, but towards the initial weights
+            with torch.no_grad():
+                torch._foreach_lerp_(self.anchor[0], self.anchor[1], self.schedules.lr(step) * self.cfg.train.init_anchor)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.update_target(self.schedules.momentum(step), foreach=self.foreach_ema)
         return StepOutput(out.loss.detach(), out.targets, out.prediction_loss, out.regularizer)
