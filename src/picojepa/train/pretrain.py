@@ -215,8 +215,9 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip, foreach=True)
         self.optimizer.step()
         if self.anchor is not None:  # decoupled like AdamW's decay, but towards the initial weights
+            pull = self.schedules.lr(step) * self.cfg.train.init_anchor
             with torch.no_grad():
-                torch._foreach_lerp_(self.anchor[0], self.anchor[1], self.schedules.lr(step) * self.cfg.train.init_anchor)
+                torch._foreach_lerp_(self.anchor[0], self.anchor[1], pull)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.update_target(self.schedules.momentum(step), foreach=self.foreach_ema)
         return StepOutput(out.loss.detach(), out.targets, out.prediction_loss, out.regularizer)
