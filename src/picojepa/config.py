@@ -32,6 +32,7 @@ class ModelConfig:
     # Stochastic depth of the encoder in training (the last block's rate; 0 at the first), a regulariser of long
     # supervised ViT runs. Measured (docs/scaling.md, twelfth round): 0.3 held the gain from 20k to 80k clip-steps
     # in 3 seeds and kept the few-label gain that long runs lose; 0.1 fell below the default. Not the default yet.
+    # It also applies when such an encoder is fine-tuned (`--finetune`), as MAE's fine-tuning uses it.
     drop_path: float = 0.0
     pred_embed_dim: int = 96
     pred_depth: int = 4
