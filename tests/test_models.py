@@ -171,6 +171,27 @@ def test_drop_path_is_off_in_eval_and_per_clip_in_training(tiny_cfg):
     assert torch.equal(noisy, again)
 
 
+def test_drop_path_with_given_draws_treats_each_clip_alike_in_any_batch_split(tiny_cfg):
+    """What pretraining relies on under torchrun: a process holding rows 2-3 of a batch, with those rows' draws,
+    computes what one process holding the whole batch computes for them."""
+    encoder = VideoViT(dataclasses.replace(tiny_cfg, drop_path=0.5)).train()
+    video = torch.randn(4, 3, tiny_cfg.num_frames, tiny_cfg.img_size, tiny_cfg.img_size)
+    draws = torch.rand(tiny_cfg.depth, 2, 4, generator=torch.Generator().manual_seed(0))
+    flipped = draws.clone()
+    flipped[-1, 1, 0] = 0.9 if draws[-1, 1, 0] < 0.5 else 0.1  # clip 0's last MLP branch: the other way
+    with torch.no_grad():
+        encoder.drop_draws = draws
+        whole = encoder(video)
+        encoder.drop_draws = draws[:, :, 2:]
+        part = encoder(video[2:])
+        encoder.drop_draws = flipped
+        other = encoder(video)
+    assert torch.allclose(whole[2:], part, atol=1e-6)
+    # The draws are used, clip by clip: flipping clip 0's draw changes clip 0 and no other.
+    assert not torch.allclose(whole[0], other[0], atol=1e-4)
+    assert torch.equal(whole[1:], other[1:])
+
+
 def test_drop_path_keeps_the_branch_expectation():
     torch.manual_seed(0)
     branch = torch.ones(20000, 3, 4)

@@ -75,6 +75,9 @@ def test_resume_refuses_settings_that_change_the_trained_weights(video_folder, t
     cfg.train.freeze_patch_embed, cfg.train.global_weight = False, 0.5  # the model would have one more head
     with pytest.raises(PicoJepaError, match="global_weight"):
         pretrain(cfg, video_folder, tmp_path / "cut", resume=True, progress=False, cache_dir=cache_dir)
+    cfg.train.global_weight, cfg.model.drop_path = 0.0, 0.1  # the model field is named, with both values
+    with pytest.raises(PicoJepaError, match=r"model\.drop_path: 0\.3 in the run, 0\.1 now"):
+        pretrain(cfg, video_folder, tmp_path / "cut", resume=True, progress=False, cache_dir=cache_dir)
 
 
 class _Payload:

@@ -309,6 +309,17 @@ def test_bench_recipes_state_every_setting_whose_default_has_moved():
                                   "train.vicreg_std=0.7"]})
 
 
+def test_a_saved_config_without_drop_path_keeps_the_value_its_run_trained_with():
+    from picojepa.config import Config
+
+    assert preset("pico").model.drop_path == 0.3  # the default since 2026-12-08
+    saved = Config().to_dict()
+    assert Config.from_dict(saved).model.drop_path == 0.3
+    del saved["model"]["drop_path"]  # a run saved before the option existed trained without it
+    assert Config.from_dict(saved).model.drop_path == 0.0
+    assert Config.from_dict({"train": {"lr": 1e-4}}).model.drop_path == 0.3  # no model section: nothing to keep
+
+
 @pytest.mark.parametrize("kind", ["content", "local"])
 def test_position_free_targets_drop_each_position_s_batch_mean(kind):
     gen = torch.Generator().manual_seed(0)
@@ -351,6 +362,7 @@ def half_masks(cfg, batch: int) -> tuple[int, torch.Tensor, torch.Tensor]:
 
 def test_clip_floor_penalises_clips_that_look_alike_and_only_when_asked():
     cfg = preset("tiny")
+    cfg.model.drop_path = 0.0  # the four copies below must stay alike: no per-clip stochastic depth
     torch.manual_seed(0)
     _, keep, target = half_masks(cfg, 4)
     same = torch.randn(1, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size).expand(4, -1, -1, -1, -1)
@@ -367,6 +379,7 @@ def test_clip_floor_penalises_clips_that_look_alike_and_only_when_asked():
 
 def test_clip_sigreg_is_sigreg_on_the_projected_clip_means_and_trains_its_projector():
     cfg = preset("tiny")
+    cfg.model.drop_path = 0.0  # checked against a recomputation of the forward: no random branch drops
     torch.manual_seed(0)
     n, keep, target = half_masks(cfg, 8)
     video = torch.randn(8, 3, cfg.model.num_frames, cfg.model.img_size, cfg.model.img_size)
@@ -421,6 +434,7 @@ def test_frozen_patch_embedding_stays_at_its_initialisation_in_both_encoders(fro
 
 def test_global_term_is_one_minus_the_batch_correlation_and_trains_its_head():
     cfg = preset("tiny")
+    cfg.model.drop_path = 0.0  # checked against a recomputation of the forward: no random branch drops
     torch.manual_seed(0)
     n, keep, target = half_masks(cfg, 8)
     # clips that differ as wholes (brightness), not only in their noise: their mean tokens then differ

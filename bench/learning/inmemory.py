@@ -46,7 +46,7 @@ def render_set(classes: tuple[str, ...], per_class: int, seed: int, size: int, f
 
 # What a recipe must state (itself or through the base it extends): a library default of any of these may move.
 STATED = {"train.regularizer", "train.targets", "train.lr", "train.reg_scale_free", "train.vicreg_std",
-          "train.vicreg_cov_weight"}
+          "train.vicreg_cov_weight", "model.drop_path"}
 
 
 def check_recipes(recipes: dict[str, list[str]], base: list[str] = ()) -> None:

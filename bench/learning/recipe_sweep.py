@@ -34,7 +34,8 @@ from picojepa.train.pretrain import initial_encoder
 # The set-up, and the objective's settings as they were when these recipes were measured (library defaults
 # until 2026-12-04), pinned so that a later change of default cannot change what a recipe name measures.
 BASE = ["model.img_size=64", "data.frame_stride=2", "train.lr=5e-4", "train.reg_scale_free=false",
-        "train.vicreg_std=1.0", "train.vicreg_cov_weight=1.0", "mask.ratio=0.75", "train.pixel_weight=0.0"]
+        "train.vicreg_std=1.0", "train.vicreg_cov_weight=1.0", "mask.ratio=0.75", "train.pixel_weight=0.0",
+        "model.drop_path=0.0"]
 # Every recipe states its regulariser (and its targets): since VICReg became the library default, a recipe that
 # left them out silently measured VICReg instead of the plain objective it was named after.
 PLAIN = ["train.targets=ema", "train.regularizer=none"]

@@ -30,10 +30,11 @@ class ModelConfig:
     pos_embed: str = "sincos"  # sincos | learned
     qkv_bias: bool = True
     # Stochastic depth of the encoder in training (the last block's rate; 0 at the first), a regulariser of long
-    # supervised ViT runs. Measured (docs/scaling.md, twelfth round): 0.3 held the gain from 20k to 80k clip-steps
-    # in 3 seeds and kept the few-label gain that long runs lose; 0.1 fell below the default. Not the default yet.
+    # supervised ViT runs. Measured (docs/scaling.md, twelfth and thirteenth rounds): 0.3 held the gain from 20k
+    # to 80k clip-steps in 3 seeds and kept the few-label gain that long runs lose without it; 0.1 fell below no
+    # stochastic depth and 0.5 read like 0.3. The default since 2026-12-08 (before: 0, which old runs keep).
     # It also applies when such an encoder is fine-tuned (`--finetune`), as MAE's fine-tuning uses it.
-    drop_path: float = 0.0
+    drop_path: float = 0.3
     pred_embed_dim: int = 96
     pred_depth: int = 4
     pred_num_heads: int = 4
@@ -191,9 +192,18 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        """A config as saved with a run (``to_dict``). Fields the run predates take the value it trained with."""
         cfg = cls()
+        for (section, name), value in ADDED_LATER.items():
+            if isinstance(d.get(section), dict) and name not in d[section]:
+                setattr(getattr(cfg, section), name, value)
         apply_overrides(cfg, d)
         return cfg
+
+
+# Fields added after runs were already being saved, with the value every earlier run trained with: a saved config
+# without one is read with that value, not with today's default (which may differ, as drop_path's does).
+ADDED_LATER: dict[tuple[str, str], Any] = {("model", "drop_path"): 0.0}
 
 
 def _pico() -> Config:

@@ -70,12 +70,15 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-def drop_branch(branch: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+def drop_branch(branch: torch.Tensor, rate: float, training: bool, draw: torch.Tensor | None = None) -> torch.Tensor:
     """Stochastic depth: in training, zero a residual branch for a random ``rate`` of the clips (rescaling the
-    rest so its expectation is unchanged); the identity otherwise."""
+    rest so its expectation is unchanged); the identity otherwise. ``draw``: the clips' uniform draws (B,), when
+    the caller makes them (pretraining does, so that they do not depend on how a batch is split over processes)."""
     if rate <= 0.0 or not training:
         return branch
-    keep = torch.rand(branch.shape[0], *([1] * (branch.dim() - 1)), device=branch.device) >= rate
+    if draw is None:
+        draw = torch.rand(branch.shape[0], device=branch.device)
+    keep = (draw >= rate).view(-1, *([1] * (branch.dim() - 1)))
     return branch * keep.to(branch.dtype) / (1.0 - rate)
 
 
@@ -91,9 +94,11 @@ class Block(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.drop_path = drop_path
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_branch(self.attn(self.norm1(x)), self.drop_path, self.training)
-        return x + drop_branch(self.mlp(self.norm2(x)), self.drop_path, self.training)
+    def forward(self, x: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """``draws`` (2, B): stochastic depth's draws for the attention and MLP branches (see ``drop_branch``)."""
+        attn_draw, mlp_draw = (None, None) if draws is None else (draws[0], draws[1])
+        x = x + drop_branch(self.attn(self.norm1(x)), self.drop_path, self.training, attn_draw)
+        return x + drop_branch(self.mlp(self.norm2(x)), self.drop_path, self.training, mlp_draw)
 
 
 class Embedding(NamedTuple):
@@ -135,6 +140,9 @@ class VideoViT(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.embed_dim)
         self.apply(init_weights)
+        # Stochastic depth's draws (depth, 2, B) for the next training forward passes, set by the trainer; when
+        # None, each block draws its own from torch's generator.
+        self.drop_draws: torch.Tensor | None = None
 
     def patchify(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, C, T, H, W) → flattened tubelets (B, N, C·t·p·p), in time-major token order."""
@@ -163,8 +171,8 @@ class VideoViT(nn.Module):
     def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens (B, N, D); with ``keep`` (B, K), only those tokens are embedded and encoded → (B, K, D)."""
         x = self.tokenize(video, keep)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if self.drop_draws is None else self.drop_draws[i])
         return self.norm(x)
 
     @torch.no_grad()

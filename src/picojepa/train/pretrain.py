@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -193,6 +194,15 @@ class Trainer:
             params = params[rows]
         return train_transform(frames, self.cfg.model.img_size, params, self.amp_dtype or torch.float32)
 
+    def drop_draws(self, step: int, rows: list[int] | None, global_size: int) -> torch.Tensor:
+        """Stochastic depth's draws (depth, 2, clips of this process) for the whole global batch from the step's
+        seed, like the crops: a run drops the same branches of the same clips however many processes share it."""
+        gen = torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 17, step))
+        draws = torch.rand(global_size, self.cfg.model.depth, 2, generator=gen)
+        if rows is not None:
+            draws = draws[rows]
+        return draws.permute(1, 2, 0).to(self.device, non_blocking=True)
+
     def step(self, batch: TrainBatch) -> StepOutput:
         """One update. Returns the (device, detached) losses and the target features for diagnostics."""
         step = batch.step
@@ -207,9 +217,14 @@ class Trainer:
         target = [m.target.to(self.device, non_blocking=True) for m in batch.masks]
         video = self.augment(frames, step, batch.rows, batch.global_size)
         self.forward.train()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.forward(video, keep, target, context_only=self.context_only,
-                             generator=torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 13, step)))
+        if self.cfg.model.drop_path > 0:
+            self.model.encoder.drop_draws = self.drop_draws(step, batch.rows, batch.global_size or frames.shape[0])
+        try:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                out = self.forward(video, keep, target, context_only=self.context_only,
+                                   generator=torch.Generator().manual_seed(_seed_int(self.cfg.train.seed, 13, step)))
+        finally:
+            self.model.encoder.drop_draws = None
         out.loss.backward()
         if self.cfg.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip, foreach=True)
@@ -255,6 +270,15 @@ def load_teacher(model: JEPA, run_dir: str | Path) -> None:
 
 def _seed_int(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def model_config_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """``model.field: run's value → this call's`` for each model field a resume would change."""
+    if not isinstance(saved.get("model"), dict):
+        return ["the run saved no model config"]
+    before = Config.from_dict({"model": saved["model"]}).model
+    return [f"model.{f.name}: {getattr(before, f.name)!r} in the run, {getattr(cfg.model, f.name)!r} now"
+            for f in dataclasses.fields(before) if getattr(before, f.name) != getattr(cfg.model, f.name)]
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
@@ -398,8 +422,10 @@ def _pretrain(cfg: Config, data: str | Path | VideoSet, out: Path, resume: bool,
         state = ckpt.load_checkpoint(out, trust_pickle)
         if state.get("data_signature") != signature:
             raise PicoJepaError("--resume: the data or data settings differ from the interrupted run's")
-        if state.get("config", {}).get("model") != cfg.to_dict()["model"]:
-            raise PicoJepaError("--resume: the model config differs from the interrupted run's")
+        model_changes = model_config_changes(state.get("config", {}), cfg)
+        if model_changes:
+            raise PicoJepaError("--resume: the model config differs from the interrupted run's "
+                                f"({'; '.join(model_changes)}); pass the run's values with --set")
         changed = weight_layout_changes(state.get("config", {}).get("train", {}), cfg)
         if changed:
             raise PicoJepaError(f"--resume: {', '.join(changed)} differ(s) from the interrupted run's (the model or "
