@@ -370,7 +370,9 @@ def snapshot(args: argparse.Namespace, trainer: Trainer, meta: dict[str, Any], c
         return
     from picojepa.train import checkpoint as ckpt
 
-    name = f"{meta['recipe']}{pool_variant(args)}-s{meta['seed']}-b{meta['budget']}-at{clip_steps}"
+    size = args.pool_classes * args.pool_per_class
+    pool = pool_variant(args) + (f"-pool{size}" if size != 600 else "")  # runs on other pool sizes never collide
+    name = f"{meta['recipe']}{pool}-s{meta['seed']}-b{meta['budget']}-at{clip_steps}"
     out = Path(args.snapshots) / name
     out.mkdir(parents=True, exist_ok=True)
     ckpt.save_encoder(trainer.model.evaluation_encoder, out)
