@@ -196,3 +196,15 @@ def test_clip_steps_sets_the_run_length_whatever_the_number_of_videos(video_fold
     assert result.clips_seen == 24
     with pytest.raises(ConfigError, match="clip_steps"):
         tiny(**{"train.clip_steps": "-5"})
+
+
+def test_a_budget_past_the_measured_turn_warns_unless_a_monitor_watches(video_folder, tmp_path, cache_dir, capsys):
+    # 20,001 steps of 4 clips plan 80,004 clip-steps, one past the limit; one step is enough to see the warning.
+    long = tiny(epochs=1, **{"train.clip_steps": "80004"})
+    pretrain(long, video_folder, tmp_path / "long", progress=False, cache_dir=cache_dir, max_steps=1)
+    assert "80,004 clip-steps: past 80k" in capsys.readouterr().err
+    pretrain(long, video_folder, tmp_path / "watched", progress=False, cache_dir=cache_dir, max_steps=1,
+             monitor=_KernelRecorder())
+    short = tiny(epochs=1, **{"train.clip_steps": "80000"})
+    pretrain(short, video_folder, tmp_path / "short", progress=False, cache_dir=cache_dir, max_steps=1)
+    assert "clip-steps: past" not in capsys.readouterr().err

@@ -202,6 +202,9 @@ RECIPES: dict[str, list[str]] = {
     "vicreg-free-0.7-lr1.5e-4-cov4-droppath0.3": list(DEFAULT_2026_12_08),
     # 0.1 fell below the default at 80k and 0.3 held: is more better, or is 0.3 near the top of the curve?
     "vicreg-free-0.7-lr1.5e-4-cov4-droppath0.5": [*DEFAULT_2026_12_06, "model.drop_path=0.5"],
+    # ... with the hinge and covariance on the content residual too (seventh round: the linear head's gain doubled,
+    # the attentive one unchanged, before stochastic depth): do the two read-outs' remedies add up past 80k?
+    "vicreg-free-0.7-lr1.5e-4-cov4-droppath0.3-regcontent": [*DEFAULT_2026_12_08, "train.reg_on=content"],
     # ... or with the encoder's weights pulled back towards their initialisation (L2-SP, lr × 5 × the distance per
     # step: a time constant of ~1,400 steps, about half an 80k run): the default's encoder is its init plus a 9 %
     # change at its 20k peak and 28 % at 80k, and its random init reads as well as any pretrained encoder with 4×
