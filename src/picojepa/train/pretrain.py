@@ -49,10 +49,11 @@ class PretrainResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-# Train settings that add or freeze weights, with their defaults (what a checkpoint from before them ran with).
 # Past this budget the default recipe's gain over random init was measured to fall on the demo's task (two seeds,
 # rates 0.3 and 0.5 of stochastic depth; docs/scaling.md), so a longer run without a learning monitor is warned.
 LONG_RUN_CLIP_STEPS = 80_000
+
+# Train settings that add or freeze weights, with their defaults (what a checkpoint from before them ran with).
 WEIGHT_LAYOUT_SETTINGS = {"freeze_patch_embed": False, "reg_projector": 0, "clip_reg_projector": 0,
                           "global_weight": 0.0}
 
