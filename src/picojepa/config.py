@@ -81,8 +81,9 @@ BATCH_TARGET_NORMS = ("content", "local")
 class TrainConfig:
     epochs: int = 10
     # > 0: the run's length in clips (steps × batch size) instead of epochs, whatever the number of videos.
-    # Gains over random init depend on clips seen, not on passes (docs/scaling.md: they peak near 20k
-    # clip-steps on the demo's task), so a budget stated this way carries over between data sets.
+    # Gains over random init depend on clips seen, not on passes (docs/scaling.md: the default's gain holds
+    # from 20k to 80k clip-steps on the demo's task and falls past it), so a budget stated this way carries over
+    # between data sets.
     clip_steps: int = 0
     batch_size: int = 8
     # Measured at batch 32 (docs/scaling.md): every LR tried peaks near 20k clip-steps; at 80k, 1.5e-4 (with the

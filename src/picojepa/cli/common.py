@@ -47,8 +47,8 @@ Overrides = Annotated[list[str] | None, typer.Option(
 Epochs = Annotated[int | None, typer.Option(help="Pretraining epochs (passes over the videos).")]
 ClipSteps = Annotated[int | None, typer.Option(
     "--clip-steps", min=1, help="Pretraining length in clips (steps × batch size), instead of --epochs: the same "
-                                "budget on any number of videos. About 20000 is where gains peaked in "
-                                "docs/scaling.md.")]
+                                "budget on any number of videos. The default's gain held from 20000 to 80000 and fell "
+                                "past 80000 (docs/scaling.md); pretrain warns past that without --eval-data.")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", "-b", help="Clips per step.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")]
 Seed = Annotated[int | None, typer.Option(help="Random seed (data order, masks, init).")]

@@ -59,7 +59,7 @@ def pretrain(
         "--keep-best", help="With --eval-data: make the monitor's best reading (its attentive probe of the EMA "
                             "encoder) the run's encoder.safetensors; the final one is kept as "
                             "encoder-last.safetensors. Without it the best is still saved, as "
-                            "encoder-best.safetensors. Gains peak near 20k clip-steps (docs/scaling.md).")] = False,
+                            "encoder-best.safetensors. Gains fall past 80k clip-steps (docs/scaling.md).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (CUDA: faster).")] = False,
     decoder: Decoder = None,
     cache_dir: CacheDir = None,

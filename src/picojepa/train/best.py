@@ -1,6 +1,6 @@
 """The learning monitor's best reading, kept as an encoder file while the run goes on.
 
-Features of the default recipe peak near 20k clip-steps and then lose part of their gain
+Features of the default recipe hold their gain to about 80k clip-steps and then lose part of it
 (docs/scaling.md). With a learning monitor, the run keeps the EMA encoder of its best reading in
 ``encoder-best.safetensors``; ``pretrain --keep-best`` makes it the run's encoder. This is model selection
 on the monitor's labelled videos, so those videos must stay out of any test set.
